@@ -1,0 +1,236 @@
+"""``celery-config``: publish, show, wait, load, export, diff and status.
+
+Exit codes (DESIGN.md): 0 ok, 1 a difference or check failed, 2 usage or invalid input,
+3 timed out (Redis unreachable counts as timed out: every command retries until its timeout).
+Every failure is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+import redis
+
+from .connection import make_client, redacted
+from .diffing import diff
+from .environment import Environment
+from .errors import CeleryConfigError, NotPublished, RedisUnavailable
+from .fallback_files import render, write_atomic
+from .loader import RedisReader, load_config
+from .redis_layout import Keys, publish
+from .source import load_source
+from .validation import redact
+from .waiting import wait_for_redis, wait_for_version
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("celery_config_sync.cli")
+
+
+def fails_cleanly(command: F) -> F:
+    """Turn every expected failure into one stderr line and its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CeleryConfigError as exc:
+            _fail(str(exc), exc.exit_code)
+        except redis.RedisError as exc:
+            _fail(f"Redis unreachable: {type(exc).__name__}: {exc}", RedisUnavailable.exit_code)
+        except OSError as exc:
+            _fail(f"{type(exc).__name__}: {exc}", 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"celery-config: error: {message}", err=True)
+    sys.exit(code)
+
+
+class Context:
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    def client(self) -> redis.Redis:
+        return make_client(self.env.redis_url)
+
+    def reader(self) -> RedisReader:
+        return RedisReader(self.client(), self.env.namespace)
+
+
+pass_context = click.make_pass_decorator(Context)
+source_option = click.option(
+    "--source", metavar="PATH|MODULE", default=None,
+    help="Source file or module [default: $CELERY_CONFIG_SOURCE or config/celery/source.py]")
+overlay_option = click.option(
+    "--overlay", metavar="NAME", default=None,
+    help="Overlay overlays/NAME.py beside the source [default: $CELERY_CONFIG_OVERLAY]")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--redis", "redis_url", metavar="URL", default=None,
+              help="[default: $CELERY_CONFIG_REDIS_URL, then $REDIS_URL]")
+@click.option("--namespace", default=None, help="[default: $CELERY_CONFIG_NAMESPACE or celery_config]")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.version_option(package_name="celery-config-sync")
+@click.pass_context
+def main(ctx: click.Context, redis_url: str | None, namespace: str | None, log_level: str) -> None:
+    """One Celery configuration, published through Redis."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        env = Environment.from_environ()
+    except CeleryConfigError as exc:
+        _fail(str(exc), exc.exit_code)
+    overrides = {k: v for k, v in (("redis_url", redis_url), ("namespace", namespace)) if v}
+    ctx.obj = Context(Environment(**{**env.__dict__, **overrides}))
+
+
+def _source(ctx: Context, source: str | None, overlay: str | None) -> tuple[str, str | None]:
+    return source or ctx.env.source, overlay or ctx.env.overlay
+
+
+@main.command("publish")
+@source_option
+@overlay_option
+@click.option("--force", is_flag=True, help="Publish a new version even if the content is unchanged.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None,
+              help="Seconds to wait for Redis [default: $CELERY_CONFIG_WAIT_TIMEOUT or 30]")
+@pass_context
+@fails_cleanly
+def publish_command(ctx: Context, source: str | None, overlay: str | None, force: bool,
+                    timeout: float | None) -> None:
+    """Validate the source and publish it in one transaction (no-op when unchanged)."""
+    source, overlay = _source(ctx, source, overlay)
+    document = load_source(source, overlay)  # invalid source: exit 2 before touching Redis
+    wait = ctx.env.wait_timeout if timeout is None else timeout
+    if not wait_for_redis(ctx.env.redis_url, wait, log_tag="[CELERY_CONFIG_PUBLISHER]"):
+        raise RedisUnavailable(f"Redis {redacted(ctx.env.redis_url)} still unreachable "
+                               f"after {wait:g} s")
+    label = f"{source}+{overlay}" if overlay else source
+    result = publish(ctx.client(), ctx.env.namespace, document, source=label, force=force)
+    click.echo(json.dumps({"version": result.version, "sha256": result.sha256,
+                           "changed": result.changed}))
+
+
+@main.command("wait")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None,
+              help="Seconds [default: $CELERY_CONFIG_WAIT_TIMEOUT or 30]")
+@pass_context
+@fails_cleanly
+def wait_command(ctx: Context, timeout: float | None) -> None:
+    """Block until the configuration is published. Exit 0 ready, 3 timed out."""
+    wait = ctx.env.wait_timeout if timeout is None else timeout
+    if not wait_for_version(ctx.env.redis_url, ctx.env.namespace, wait):
+        _fail(f"timed out after {wait:g} s waiting for {Keys(ctx.env.namespace).version}", 3)
+
+
+@main.command("load")
+@click.option("--no-redis", is_flag=True, help="Skip Redis: last-known-good, then snapshot.")
+@pass_context
+@fails_cleanly
+def load_command(ctx: Context, no_redis: bool) -> None:
+    """Walk the fallback chain (Redis, last-known-good, snapshot) and print what was used."""
+    loaded = load_config(ctx.env, use_redis=not no_redis)
+    click.echo(json.dumps(loaded.summary()))
+
+
+@main.command("show")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
+              show_default=True)
+@pass_context
+@fails_cleanly
+def show_command(ctx: Context, fmt: str) -> None:
+    """Print the published configuration, secrets redacted."""
+    published = ctx.reader().load()
+    sections = redact(published.document.sections())
+    if fmt == "json":
+        click.echo(json.dumps({"version": published.version, "sha256": published.sha256,
+                               **sections}, indent=2, sort_keys=True))
+        return
+    click.echo(f"version {published.version}  sha256 {published.sha256}")
+    click.echo("\nQUEUE                EXCHANGE (TYPE)                 ROUTING KEY")
+    for name, queue in sorted(sections["queues"].items()):
+        exchange = queue.get("exchange") or {}
+        click.echo(f"{name:<20} {exchange.get('name', '')} ({exchange.get('type', '')})"
+                   .ljust(53) + f" {queue.get('routing_key') or ''}")
+    click.echo("\nROUTE                              QUEUE")
+    for pattern, route in sorted(sections["routes"].items()):
+        extra = {k: v for k, v in route.items() if k != "queue"}
+        click.echo(f"{pattern:<34} {route.get('queue')}" + (f"  {extra}" if extra else ""))
+    click.echo("\nSETTING                            VALUE")
+    for setting, value in sorted(sections["base"].items()):
+        click.echo(f"{setting:<34} {json.dumps(value)}")
+
+
+@main.command("export")
+@source_option
+@overlay_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default="-",
+              help="File to write atomically, or - for stdout.")
+@pass_context
+@fails_cleanly
+def export_command(ctx: Context, source: str | None, overlay: str | None, output: str) -> None:
+    """Write the snapshot file (the last fallback) from the source, without Redis."""
+    source, overlay = _source(ctx, source, overlay)
+    document = load_source(source, overlay)
+    label = f"{source}+{overlay}" if overlay else source
+    text = render(document, version=0, meta={"source": label, "sha256": document.sha256})
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        write_atomic(output, text)
+
+
+@main.command("diff")
+@source_option
+@overlay_option
+@pass_context
+@fails_cleanly
+def diff_command(ctx: Context, source: str | None, overlay: str | None) -> None:
+    """Source vs published. Exit 0 identical, 1 different."""
+    source, overlay = _source(ctx, source, overlay)
+    document = load_source(source, overlay)
+    try:
+        published = ctx.reader().load().document
+    except NotPublished:
+        published = type(document)()
+    changes = diff(published, document)
+    for change in changes:
+        click.echo(change.line())
+    if changes:
+        sys.exit(1)
+    click.echo("identical")
+
+
+@main.command("status")
+@pass_context
+@fails_cleanly
+def status_command(ctx: Context) -> None:
+    """Version, sha256, age and publisher of the published configuration."""
+    published = ctx.reader().load()
+    meta = published.meta
+    age = None
+    try:
+        published_at = datetime.fromisoformat(meta["published_at"])
+        age = round((datetime.now(UTC) - published_at).total_seconds())
+    except (KeyError, ValueError):
+        pass
+    click.echo(json.dumps({
+        "namespace": ctx.env.namespace,
+        "version": published.version,
+        "sha256": published.sha256,
+        "published_at": meta.get("published_at"),
+        "age_seconds": age,  # wall clock: meaningless on a Pi that booted without NTP
+        "publisher": meta.get("publisher"),
+        "source": meta.get("source"),
+    }))

@@ -1,0 +1,81 @@
+"""The environment interface of DESIGN.md, one table shared by the CLI, the entrypoints and the
+services. Each variable: name, default and parser; nothing else reads ``os.environ``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import CeleryConfigError
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def _on_timeout(text: str) -> str:
+    if text not in ("fallback", "fail"):
+        raise ValueError("must be 'fallback' or 'fail'")
+    return text
+
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _optional(text: str) -> str | None:
+    return text or None
+
+
+@dataclass(frozen=True)
+class Environment:
+    redis_url: str = "redis://localhost:6379/0"
+    namespace: str = "celery_config"
+    wait_timeout: float = 30.0
+    on_timeout: str = "fallback"
+    fallback_path: str = "/var/lib/celery-config/last-known-good.json"
+    snapshot_path: str = "/usr/share/celery-config/snapshot.json"
+    source: str = "config/celery/source.py"
+    overlay: str | None = None
+    publish_on_start: bool = False
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Environment:
+        """Read every ``CELERY_CONFIG_*`` variable; a bad value is one clear error."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name, parse = VARIABLES[f.name]
+            text = env.get(name)
+            if text is None and f.name == "redis_url":
+                text = env.get("REDIS_URL")
+            if text is None:
+                continue
+            try:
+                values[f.name] = parse(text)
+            except ValueError as exc:
+                raise CeleryConfigError(f"{name}={text!r}: {exc}") from None
+        return cls(**values)
+
+
+VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "redis_url": ("CELERY_CONFIG_REDIS_URL", str),  # then REDIS_URL
+    "namespace": ("CELERY_CONFIG_NAMESPACE", str),
+    "wait_timeout": ("CELERY_CONFIG_WAIT_TIMEOUT", _seconds),
+    "on_timeout": ("CELERY_CONFIG_ON_TIMEOUT", _on_timeout),
+    "fallback_path": ("CELERY_CONFIG_FALLBACK_PATH", str),
+    "snapshot_path": ("CELERY_CONFIG_SNAPSHOT_PATH", str),
+    "source": ("CELERY_CONFIG_SOURCE", str),
+    "overlay": ("CELERY_CONFIG_OVERLAY", _optional),
+    "publish_on_start": ("CELERY_CONFIG_PUBLISH_ON_START", _flag),
+}

@@ -1,0 +1,76 @@
+"""The two files of the fallback chain: last-known-good (written after every load from Redis)
+and the snapshot (exported from the source at image build time). Same JSON format for both."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .codec import ConfigDocument
+from .errors import InvalidConfig
+from .validation import LIMITS, validate
+
+FORMAT = "celery-config/1"
+
+
+def render(document: ConfigDocument, *, version: int, meta: dict[str, str]) -> str:
+    return json.dumps({
+        "format": FORMAT,
+        "version": version,
+        "sha256": document.sha256,
+        "meta": meta,
+        "config": document.sections(),
+    }, indent=2, sort_keys=True) + "\n"
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Temp file in the same directory, fsync, rename: a reader sees the old file or the new."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_file(path: str | os.PathLike[str]) -> tuple[ConfigDocument, int, dict[str, Any]]:
+    """Parse, check the sha256 and validate a fallback file: (document, version, meta)."""
+    target = Path(path)
+    where = target.name
+    size = target.stat().st_size  # FileNotFoundError is the caller's "absent"
+    if size > LIMITS["total_bytes"] * 4:  # pretty-printed: allow for indentation
+        raise InvalidConfig(where, f"{size} bytes, too large for a config file")
+    try:
+        data = json.loads(target.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidConfig(where, f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InvalidConfig(f"{where}.format", f"expected {FORMAT!r}")
+    config = data.get("config")
+    if not isinstance(config, dict):
+        raise InvalidConfig(f"{where}.config", "missing or not an object")
+    document = ConfigDocument.from_mapping(config)
+    if document.sha256 != data.get("sha256"):
+        raise InvalidConfig(f"{where}.sha256", "does not match the content")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise InvalidConfig(f"{where}.version", "must be an integer >= 0")
+    validate(document)
+    meta = data.get("meta")
+    return document, version, meta if isinstance(meta, dict) else {}

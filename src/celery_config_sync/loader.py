@@ -1,0 +1,126 @@
+"""Load the configuration: Redis -> last-known-good file -> snapshot file -> a clear error.
+
+Nothing a link of the chain finds wrong escapes as an exception or yields half a config: the
+link is logged with the bad key and the next one is tried.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from .codec import ConfigDocument
+from .connection import make_client, redacted
+from .environment import Environment
+from .errors import CeleryConfigError, NoConfigAvailable
+from .fallback_files import read_file, render, write_atomic
+from .redis_layout import Published, Snapshot, decode_snapshot, read_snapshot
+
+log = logging.getLogger("celery_config_sync.loader")
+
+SOURCES = ("redis", "last-known-good", "snapshot")
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """The effective configuration and where it came from."""
+
+    document: ConfigDocument
+    version: int
+    sha256: str
+    source: str  # one of SOURCES
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Celery settings for ``app.conf.update``: kombu Queues, routes, base settings."""
+        return self.document.to_celery_settings()
+
+    def summary(self) -> dict[str, Any]:
+        return {"source": self.source, "version": self.version, "sha256": self.sha256,
+                "queues": len(self.document.queues), "routes": len(self.document.routes),
+                "settings": len(self.document.base)}
+
+
+class RedisReader:
+    """Reads the published config in one round trip; decoding is memoized on the exact bytes.
+
+    Identical bytes always decode to the identical result, so re-reading an unchanged config
+    costs one round trip and a comparison, not a re-parse.
+    """
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self._last: tuple[Snapshot, Published] | None = None
+
+    def load(self) -> Published:
+        snapshot = read_snapshot(self.client, self.namespace)
+        if self._last is not None and self._last[0] == snapshot:
+            return self._last[1]
+        published = decode_snapshot(snapshot)
+        self._last = (snapshot, published)
+        return published
+
+
+def load_config(env: Environment, *, client: redis.Redis | None = None, use_redis: bool = True,
+                log_tag: str = "[CELERY_CONFIG]") -> LoadedConfig:
+    """Walk the fallback chain; raise :class:`NoConfigAvailable` only when every link failed."""
+    failures: list[str] = []
+    if use_redis:
+        log.info("%s loading the Celery configuration from Redis %s (namespace %s)...",
+                 log_tag, redacted(env.redis_url), env.namespace)
+        try:
+            published = RedisReader(client or make_client(env.redis_url, retries=1),
+                                    env.namespace).load()
+        except redis.RedisError as exc:
+            failures.append(f"redis: unreachable ({type(exc).__name__}: {exc})")
+        except CeleryConfigError as exc:
+            failures.append(f"redis: {exc}")
+        else:
+            loaded = LoadedConfig(published.document, published.version, published.sha256,
+                                  "redis", published.meta)
+            _remember(env.fallback_path, loaded, log_tag)
+            return _announce(loaded, log_tag)
+        log.warning("%s %s", log_tag, failures[-1])
+
+    for source, path in (("last-known-good", env.fallback_path),
+                         ("snapshot", env.snapshot_path)):
+        try:
+            document, version, meta = read_file(path)
+        except FileNotFoundError:
+            failures.append(f"{source}: {path} does not exist")
+        except (CeleryConfigError, OSError) as exc:
+            failures.append(f"{source}: {path}: {exc}")
+        else:
+            return _announce(LoadedConfig(document, version, document.sha256, source, meta),
+                             log_tag)
+        log.warning("%s %s", log_tag, failures[-1])
+    raise NoConfigAvailable("no Celery configuration available: " + "; ".join(failures))
+
+
+def _remember(path: str, loaded: LoadedConfig, log_tag: str) -> None:
+    """Write last-known-good, unless it already holds this sha256 (spare the SD card)."""
+    try:
+        document, version, _ = read_file(path)
+        if document.sha256 == loaded.sha256 and version == loaded.version:
+            return
+    except (CeleryConfigError, OSError):
+        pass
+    try:
+        write_atomic(path, render(loaded.document, version=loaded.version,
+                                  meta={**loaded.meta, "sha256": loaded.sha256}))
+    except OSError as exc:  # a read-only or full disk must not stop a service that has its config
+        log.warning("%s cannot write last-known-good %s: %s", log_tag, path, exc)
+
+
+def _announce(loaded: LoadedConfig, log_tag: str) -> LoadedConfig:
+    level = logging.INFO if loaded.source == "redis" else logging.WARNING
+    log.log(level, "%s Celery configuration loaded from %s: version %d, sha256 %s, "
+                   "%d queues, %d routes, %d settings", log_tag, loaded.source, loaded.version,
+            loaded.sha256[:12], len(loaded.document.queues), len(loaded.document.routes),
+            len(loaded.document.base))
+    return loaded

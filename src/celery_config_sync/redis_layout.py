@@ -1,0 +1,204 @@
+"""The Redis layout of DESIGN.md: key names, the atomic publish and the one-round-trip read.
+
+Publish is one WATCH + MULTI/EXEC: every hash replaced whole, ``NS:version`` INCR'd, meta
+written and the notification queued behind them, so a subscriber can never hear of a version
+whose data is not there yet. Load is one MULTI/EXEC pipeline: one round trip, one snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from .codec import SECTIONS, ConfigDocument, canonical_json
+from .errors import InvalidConfig, NotPublished
+from .validation import validate
+
+SCHEMA_VERSION = "1"
+log = logging.getLogger("celery_config_sync.publisher")
+PUBLISHER_TAG = "[CELERY_CONFIG_PUBLISHER]"
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str
+
+    @property
+    def queues(self) -> str:
+        return f"{self.namespace}:queues"
+
+    @property
+    def routes(self) -> str:
+        return f"{self.namespace}:routes"
+
+    @property
+    def base(self) -> str:
+        return f"{self.namespace}:base"
+
+    @property
+    def version(self) -> str:
+        return f"{self.namespace}:version"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.namespace}:meta"
+
+    @property
+    def channel(self) -> str:
+        return f"{self.namespace}_updates"
+
+    def section(self, name: str) -> str:
+        return f"{self.namespace}:{name}"
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    version: int
+    sha256: str
+    changed: bool
+
+
+def default_publisher() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
+            source: str, publisher: str | None = None, force: bool = False) -> PublishResult:
+    """Validate, then replace the published config in one transaction.
+
+    Same sha256 as published (and ``force`` unset): nothing is written, nothing notified.
+    """
+    validate(document)
+    keys = Keys(namespace)
+    sha = document.sha256
+    encoded = document.encoded_fields()
+    outcome: dict[str, PublishResult] = {}
+    log.info("%s publishing %d queues, %d routes, %d settings (sha256 %s) to %s",
+             PUBLISHER_TAG, len(document.queues), len(document.routes), len(document.base),
+             sha[:12], namespace)
+
+    def transaction(pipe: Any) -> None:
+        current_sha, current_version = pipe.hget(keys.meta, "sha256"), pipe.get(keys.version)
+        previous = int(current_version) if current_version is not None else 0
+        if not force and current_version is not None and current_sha == sha.encode():
+            outcome["result"] = PublishResult(previous, sha, changed=False)
+            return
+        version = previous + 1  # WATCH guarantees the INCR below lands on exactly this value
+        pipe.multi()
+        for name in SECTIONS:
+            pipe.delete(keys.section(name))
+            if encoded[name]:
+                pipe.hset(keys.section(name), mapping=encoded[name])
+        pipe.incr(keys.version)
+        pipe.delete(keys.meta)
+        pipe.hset(keys.meta, mapping={
+            "sha256": sha,
+            "version": str(version),
+            "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "publisher": publisher or default_publisher(),
+            "source": source,
+            "schema_version": SCHEMA_VERSION,
+        })
+        pipe.publish(keys.channel, canonical_json({"version": version, "sha256": sha}))
+        outcome["result"] = PublishResult(version, sha, changed=True)
+
+    client.transaction(transaction, keys.version, keys.meta)
+    result = outcome["result"]
+    if result.changed:
+        log.info("%s published version %d (sha256 %s)", PUBLISHER_TAG, result.version, sha[:12])
+    else:
+        log.info("%s unchanged: version %d already holds sha256 %s, nothing published",
+                 PUBLISHER_TAG, result.version, sha[:12])
+    return result
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one read of the namespace returned, still as bytes."""
+
+    queues: dict[bytes, bytes]
+    routes: dict[bytes, bytes]
+    base: dict[bytes, bytes]
+    version: bytes | None
+    meta: dict[bytes, bytes]
+
+
+def read_snapshot(client: redis.Redis, namespace: str) -> Snapshot:
+    """Every key in ONE round trip (MULTI/EXEC pipeline): a consistent snapshot."""
+    keys = Keys(namespace)
+    pipe = client.pipeline(transaction=True)
+    pipe.hgetall(keys.queues)
+    pipe.hgetall(keys.routes)
+    pipe.hgetall(keys.base)
+    pipe.get(keys.version)
+    pipe.hgetall(keys.meta)
+    queues, routes, base, version, meta = pipe.execute()
+    return Snapshot(queues, routes, base, version, meta)
+
+
+@dataclass(frozen=True)
+class Published:
+    document: ConfigDocument
+    version: int
+    sha256: str
+    meta: dict[str, str]
+
+
+def decode_snapshot(snapshot: Snapshot) -> Published:
+    """Check and decode a snapshot; raise :class:`InvalidConfig` naming the bad key and field."""
+    if snapshot.version is None:
+        raise NotPublished("no configuration published under this namespace (version missing)")
+    try:
+        version = int(snapshot.version)
+    except ValueError:
+        raise InvalidConfig("version", f"not an integer: {snapshot.version[:40]!r}") from None
+    meta = {_text("meta", k): _text(f"meta.{k!r}", v) for k, v in snapshot.meta.items()}
+    expected = meta.get("sha256")
+    if not expected:
+        raise InvalidConfig("meta.sha256", "missing")
+    if not (snapshot.queues or snapshot.routes or snapshot.base):
+        raise InvalidConfig("queues/routes/base", f"version {version} exists but every hash is empty")
+    sections = {"queues": snapshot.queues, "routes": snapshot.routes, "base": snapshot.base}
+    # The stored texts are canonical JSON, so the canonical document is their concatenation:
+    # the sha256 is checked on the bytes as stored, before anything is parsed.
+    actual = hashlib.sha256(_canonical_from_fields(sections)).hexdigest()
+    if actual != expected:
+        raise InvalidConfig("meta.sha256", f"content hashes to {actual[:12]}, meta says "
+                                           f"{expected[:12]}: partial or tampered write")
+    decoded: dict[str, dict[str, Any]] = {}
+    for name, fields in sections.items():
+        decoded[name] = {}
+        for raw_key, raw_value in fields.items():
+            key = _text(name, raw_key)
+            try:
+                decoded[name][key] = json.loads(raw_value)
+            except ValueError as exc:
+                raise InvalidConfig(f"{name}[{key!r}]", f"malformed JSON: {exc}") from None
+    document = ConfigDocument(**decoded)
+    validate(document)
+    return Published(document, version, expected, meta)
+
+
+def _canonical_from_fields(sections: dict[str, dict[bytes, bytes]]) -> bytes:
+    parts = []
+    for name in sorted(sections):
+        fields = sections[name]
+        items = sorted((_text(name, k), v) for k, v in fields.items())
+        body = b",".join(canonical_json(k).encode() + b":" + v for k, v in items)
+        parts.append(canonical_json(name).encode() + b":{" + body + b"}")
+    return b"{" + b",".join(parts) + b"}"
+
+
+def _text(where: str, raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise InvalidConfig(where, f"not UTF-8: {raw[:40]!r}") from None

@@ -1,0 +1,58 @@
+"""Block until Redis answers (publish) or until ``NS:version`` exists (the services' gate)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+
+from .connection import make_client, redacted
+from .redis_layout import Keys
+
+log = logging.getLogger("celery_config_sync.wait")
+
+
+def wait_for_version(url: str, namespace: str, timeout: float, *,
+                     log_tag: str = "[CELERY_CONFIG]") -> bool:
+    """True once ``NS:version`` exists, False when ``timeout`` seconds ran out first."""
+    key = Keys(namespace).version
+    return _poll(url, timeout, lambda client: bool(client.exists(key)),
+                 f"{key} not published yet", log_tag)
+
+
+def wait_for_redis(url: str, timeout: float, *, log_tag: str = "[CELERY_CONFIG]") -> bool:
+    """True once Redis answers PING, False when ``timeout`` seconds ran out first."""
+    return _poll(url, timeout, lambda client: bool(client.ping()), "no PONG", log_tag)
+
+
+def _poll(url: str, timeout: float, ready: Callable[[redis.Redis], bool], not_ready: str,
+          log_tag: str) -> bool:
+    """Each attempt's connect and socket timeouts are capped by the time left; between attempts,
+    redis-py's exponential backoff with jitter (50 ms doubling up to 2 s)."""
+    deadline = time.monotonic() + timeout
+    backoff = ExponentialWithJitterBackoff(cap=2.0, base=0.05)
+    attempt = 0
+    problem = not_ready
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log.warning("%s gave up after %.1f s: %s", log_tag, timeout, problem)
+            return False
+        per_try = max(0.05, min(2.0, left))
+        client = make_client(url, retries=0, connect_timeout=per_try, socket_timeout=per_try)
+        try:
+            if ready(client):
+                log.info("%s Redis %s ready", log_tag, redacted(url))
+                return True
+            problem = not_ready
+        except redis.RedisError as exc:
+            problem = f"Redis {redacted(url)} unreachable ({type(exc).__name__}: {exc})"
+        finally:
+            client.close()
+        attempt += 1
+        if attempt == 1 or attempt % 10 == 0:
+            log.info("%s waiting: %s", log_tag, problem)
+        time.sleep(max(0.0, min(backoff.compute(attempt), deadline - time.monotonic())))
