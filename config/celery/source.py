@@ -108,6 +108,7 @@ task_routes = {
     "monitoring.heartbeat": {"queue": "monitoring"},
     "monitoring.queue_depths": {"queue": "monitoring"},
     "monitoring.worker_stats": {"queue": "monitoring"},
+    "monitoring.disk_usage": {"queue": "monitoring"},
     # anything else left in the default queue
     "celery.ping": {"queue": "celery"},
     "demo.*": {"queue": "celery"},

@@ -84,7 +84,9 @@ class ConfigDocument:
     def to_celery_settings(self) -> dict[str, Any]:
         """Settings ready for ``app.conf.update``: kombu Queue objects and a routes dict."""
         settings = dict(self.base)
-        settings["task_queues"] = tuple(queue_from_dict(d) for d in self.queues.values())
+        # Sorted by name: a Redis hash has no order, and the same config must give the same app.
+        settings["task_queues"] = tuple(queue_from_dict(self.queues[name])
+                                        for name in sorted(self.queues))
         settings["task_routes"] = {k: dict(v) for k, v in self.routes.items()}
         return settings
 

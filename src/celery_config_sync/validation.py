@@ -89,19 +89,24 @@ def option_type(setting: str) -> str | None:
 def validate(document: ConfigDocument) -> None:
     """Raise :class:`InvalidConfig` naming the first offending key; return None when valid."""
     _check_sizes(document)
+    for section, entries in document.sections().items():  # secrets first: the gravest finding
+        for key, value in entries.items():
+            _check_no_secret(entry_name(section, key), key, value)
     for name, queue in document.queues.items():
         _check_queue(name, queue)
     for pattern, route in document.routes.items():
         _check_route(pattern, route, document.queues)
     for setting, value in document.base.items():
         _check_setting(setting, value)
-    for section, entries in document.sections().items():
-        for key, value in entries.items():
-            _check_no_secret(f"{section}[{key!r}]", key, value)
     default_queue = document.base.get("task_default_queue")
     if document.queues and default_queue is not None and default_queue not in document.queues:
         raise InvalidConfig("base.task_default_queue",
                             f"names queue {default_queue!r}, which is not declared")
+
+
+def entry_name(section: str, key: str) -> str:
+    """How errors name an entry: ``base.task_serializer``, ``routes['scan.discovery']``."""
+    return f"base.{key}" if section == "base" else f"{section}[{key!r}]"
 
 
 def _check_sizes(document: ConfigDocument) -> None:
@@ -111,7 +116,7 @@ def _check_sizes(document: ConfigDocument) -> None:
         for key, value in entries.items():
             size = len(canonical_json(value).encode())
             if size > LIMITS["field_bytes"]:
-                raise InvalidConfig(f"{section}[{key!r}]",
+                raise InvalidConfig(entry_name(section, key),
                                     f"{size} bytes, more than {LIMITS['field_bytes']}")
     total = len(document.canonical().encode())
     if total > LIMITS["total_bytes"]:

@@ -1,0 +1,146 @@
+"""Corrupt data in Redis never raises out of load and never yields half a config: it falls down
+the chain (Redis -> last-known-good -> snapshot) and the log names the bad key and field."""
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import redis
+
+from celery_config_sync.codec import ConfigDocument
+from celery_config_sync.environment import Environment
+from celery_config_sync.errors import NoConfigAvailable
+from celery_config_sync.fallback_files import render, write_atomic
+from celery_config_sync.loader import load_config
+from celery_config_sync.redis_layout import Keys, _canonical_from_fields, publish
+from celery_config_sync.source import load_source
+from tests.conftest import SOURCE, free_port
+
+NS = "celery_config"
+KEYS = Keys(NS)
+DOCUMENT = load_source(str(SOURCE))
+SNAPSHOT_DOCUMENT = ConfigDocument(DOCUMENT.queues, DOCUMENT.routes,
+                                   {**DOCUMENT.base, "task_time_limit": 1234})
+
+
+@pytest.fixture
+def env(tmp_path: Path, redis_server) -> Environment:  # type: ignore[no-untyped-def]
+    snapshot = tmp_path / "snapshot.json"
+    write_atomic(snapshot, render(SNAPSHOT_DOCUMENT, version=0, meta={"source": "test"}))
+    return Environment(redis_url=redis_server.url, namespace=NS,
+                       fallback_path=str(tmp_path / "lkg.json"), snapshot_path=str(snapshot))
+
+
+def reseal(client: redis.Redis) -> None:
+    """Recompute meta.sha256 over the stored bytes, as a buggy but self-consistent writer would:
+    the content checks, not the hash, must then catch the corruption."""
+    fields = {name: client.hgetall(KEYS.section(name)) for name in ("queues", "routes", "base")}
+    client.hset(KEYS.meta, "sha256", hashlib.sha256(_canonical_from_fields(fields)).hexdigest())
+
+
+CORRUPTIONS = {
+    "malformed JSON": (lambda c: c.hset(KEYS.queues, "scan", b'{"name": "scan",'), True,
+                       "queues['scan']: malformed JSON"),
+    "wrong type in a queue": (lambda c: c.hset(KEYS.queues, "scan", json.dumps(
+        {**DOCUMENT.queues["scan"], "durable": "yes"}, sort_keys=True, separators=(",", ":"))),
+        True, "queues['scan'].durable"),
+    "wrong type of a setting": (lambda c: c.hset(KEYS.base, "worker_prefetch_multiplier",
+                                                 b'"four"'), True,
+                                "base.worker_prefetch_multiplier"),
+    "unknown exchange type": (lambda c: c.hset(KEYS.queues, "scan", json.dumps(
+        {**DOCUMENT.queues["scan"], "exchange": {**DOCUMENT.queues["scan"]["exchange"],
+                                                 "type": "x-consistent-hash"}},
+        sort_keys=True, separators=(",", ":"))), True, "queues['scan'].exchange.type"),
+    "huge field": (lambda c: c.hset(KEYS.base, "broker_transport_options",
+                                    json.dumps({"x": "a" * 100_000}, separators=(",", ":"))),
+                   True, "base.broker_transport_options"),
+    "sha256 mismatch": (lambda c: c.hset(KEYS.base, "task_time_limit", b"1"), False,
+                        "meta.sha256"),
+    "version without hashes": (lambda c: c.delete(KEYS.queues, KEYS.routes, KEYS.base), False,
+                               "every hash is empty"),
+    "meta missing": (lambda c: c.delete(KEYS.meta), False, "meta.sha256: missing"),
+    "non-integer version": (lambda c: c.set(KEYS.version, b"2026-11-28T10:00"), False,
+                            "version: not an integer"),
+    "route to a vanished queue": (lambda c: c.hdel(KEYS.queues, "lastfm"), True,
+                                  "routes['lastfm.fetch_artist_info'].queue"),
+    "not UTF-8": (lambda c: c.hset(KEYS.routes, "scan.discovery", b'"\xff\xfe"'), True,
+                  "routes['scan.discovery']: malformed JSON"),
+}
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS, ids=list(CORRUPTIONS))
+@pytest.mark.parametrize("with_lkg", [True, False], ids=["lkg", "no-lkg"])
+def test_corrupt_redis_falls_down_the_chain(case: str, with_lkg: bool, env: Environment,
+                                            redis_client: redis.Redis,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    publish(redis_client, NS, DOCUMENT, source="test")
+    if with_lkg:
+        assert load_config(env).source == "redis"  # writes last-known-good
+    corrupt, needs_reseal, logged = CORRUPTIONS[case]
+    corrupt(redis_client)
+    if needs_reseal:
+        reseal(redis_client)
+    with caplog.at_level(logging.WARNING):
+        loaded = load_config(env, log_tag="[CELERY_API]")
+    if with_lkg:
+        assert (loaded.source, loaded.version, loaded.document) == ("last-known-good", 1, DOCUMENT)
+    else:
+        assert (loaded.source, loaded.version) == ("snapshot", 0)
+        assert loaded.document == SNAPSHOT_DOCUMENT
+    assert any(logged in r.getMessage() and "[CELERY_API]" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_fallback_order_redis_then_lkg_then_snapshot_then_error(
+        env: Environment, redis_client: redis.Redis, tmp_path: Path) -> None:
+    publish(redis_client, NS, DOCUMENT, source="test")
+    assert load_config(env).source == "redis"
+    unreachable = Environment(**{**env.__dict__, "redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    assert load_config(unreachable).source == "last-known-good"
+    Path(env.fallback_path).write_text("{ not json")
+    assert load_config(unreachable).source == "snapshot"
+    Path(env.snapshot_path).unlink()
+    with pytest.raises(NoConfigAvailable) as error:
+        load_config(unreachable)
+    message = str(error.value)
+    assert "redis: unreachable" in message and "last-known-good" in message
+    assert "snapshot" in message and "\n" not in message
+
+
+def test_nothing_published_yet_uses_the_snapshot(env: Environment,
+                                                 redis_client: redis.Redis) -> None:
+    loaded = load_config(env)
+    assert loaded.source == "snapshot" and loaded.document == SNAPSHOT_DOCUMENT
+
+
+def test_tampered_last_known_good_is_refused(env: Environment, redis_client: redis.Redis) -> None:
+    publish(redis_client, NS, DOCUMENT, source="test")
+    load_config(env)
+    data = json.loads(Path(env.fallback_path).read_text())
+    data["config"]["base"]["task_time_limit"] = 1
+    Path(env.fallback_path).write_text(json.dumps(data))
+    redis_client.flushall()
+    assert load_config(env).source == "snapshot"
+
+
+def test_last_known_good_is_rewritten_only_when_the_config_changes(
+        env: Environment, redis_client: redis.Redis) -> None:
+    publish(redis_client, NS, DOCUMENT, source="test")
+    load_config(env)
+    first = Path(env.fallback_path).stat().st_mtime_ns
+    load_config(env)
+    assert Path(env.fallback_path).stat().st_mtime_ns == first  # an SD card thanks us
+    publish(redis_client, NS, SNAPSHOT_DOCUMENT, source="test")
+    assert load_config(env).version == 2
+    assert json.loads(Path(env.fallback_path).read_text())["version"] == 2
+
+
+def test_unwritable_last_known_good_does_not_stop_the_load(
+        env: Environment, redis_client: redis.Redis, tmp_path: Path) -> None:
+    publish(redis_client, NS, DOCUMENT, source="test")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = Environment(**{**env.__dict__, "fallback_path": str(blocker / "lkg.json")})
+    assert load_config(env).source == "redis"

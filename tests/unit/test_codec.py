@@ -1,0 +1,67 @@
+import json
+
+import pytest
+from kombu import Exchange, Queue, binding
+
+from celery_config_sync.codec import ConfigDocument, queue_from_dict, queue_to_dict
+from celery_config_sync.source import load_source
+from tests.conftest import SOURCE
+
+
+@pytest.fixture(scope="module")
+def document() -> ConfigDocument:
+    return load_source(str(SOURCE))
+
+
+def test_source_is_sized_like_the_real_deployment(document: ConfigDocument) -> None:
+    assert len(document.queues) >= 14
+    assert len(document.routes) >= 60
+    assert len(document.base) >= 20
+    types = {q["exchange"]["type"] for q in document.queues.values()}
+    assert {"direct", "topic", "fanout"} <= types
+    assert any((q["queue_arguments"] or {}).get("x-max-priority") for q in document.queues.values())
+
+
+def test_every_queue_survives_the_json_round_trip(document: ConfigDocument) -> None:
+    import runpy
+
+    source_queues = {q.name: q for q in runpy.run_path(str(SOURCE))["task_queues"]}
+    for name, data in document.queues.items():
+        rebuilt = queue_from_dict(json.loads(json.dumps(data)))
+        original = source_queues[name]
+        assert rebuilt == original
+        assert rebuilt.as_dict(recurse=True) == original.as_dict(recurse=True)
+        assert rebuilt.exchange.name == original.exchange.name
+        assert rebuilt.exchange.type == original.exchange.type
+        assert rebuilt.exchange.durable == original.exchange.durable
+        assert rebuilt.max_priority == original.max_priority
+
+
+def test_all_kombu_attributes_and_bindings_round_trip() -> None:
+    queue = Queue(
+        "full", Exchange("ex", type="topic", durable=False, auto_delete=True,
+                         arguments={"alternate-exchange": "ae"}, delivery_mode=1),
+        routing_key="a.#", queue_arguments={"x-max-priority": 3}, durable=False,
+        exclusive=True, auto_delete=True, expires=30.5, message_ttl=10, max_length=100,
+        max_length_bytes=4096, max_priority=3, no_declare=True,
+        bindings=[binding(Exchange("other", type="fanout"), routing_key="x",
+                          arguments={"k": "v"})])
+    rebuilt = queue_from_dict(json.loads(json.dumps(queue_to_dict(queue))))
+    assert queue_to_dict(rebuilt) == queue_to_dict(queue)
+    assert rebuilt.expires == 30.5 and rebuilt.max_length_bytes == 4096
+
+
+def test_celery_settings_round_trip(document: ConfigDocument) -> None:
+    settings = document.to_celery_settings()
+    assert all(isinstance(q, Queue) for q in settings["task_queues"])
+    assert ConfigDocument.from_celery_settings(settings) == document
+
+
+def test_canonical_form_is_independent_of_insertion_order(document: ConfigDocument) -> None:
+    shuffled = ConfigDocument(
+        queues=dict(reversed(list(document.queues.items()))),
+        routes=dict(reversed(list(document.routes.items()))),
+        base=dict(reversed(list(document.base.items()))))
+    assert shuffled.sha256 == document.sha256
+    changed = ConfigDocument(document.queues, document.routes, {**document.base, "timezone": "X"})
+    assert changed.sha256 != document.sha256
