@@ -1,0 +1,58 @@
+"""wait: ready, timed out, and Redis coming up late, against real redis-server processes."""
+
+import threading
+import time
+from pathlib import Path
+
+from celery_config_sync.redis_layout import publish
+from celery_config_sync.source import load_source
+from celery_config_sync.waiting import wait_for_redis, wait_for_version
+from tests.conftest import SOURCE, RedisServer, free_port
+
+
+def test_ready_when_already_published(redis_server: RedisServer, redis_client) -> None:  # type: ignore[no-untyped-def]
+    publish(redis_client, "ns", load_source(str(SOURCE)), source="test")
+    started = time.monotonic()
+    assert wait_for_version(redis_server.url, "ns", 5)
+    assert time.monotonic() - started < 1
+
+
+def test_times_out_when_never_published(redis_server: RedisServer, redis_client) -> None:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    assert not wait_for_version(redis_server.url, "ns", 1.0)
+    assert 1.0 <= time.monotonic() - started < 2.0
+
+
+def test_times_out_on_time_when_redis_is_unreachable() -> None:
+    started = time.monotonic()
+    assert not wait_for_version(f"redis://127.0.0.1:{free_port()}/0", "ns", 1.5)
+    assert not wait_for_redis(f"redis://127.0.0.1:{free_port()}/0", 0.5)
+    assert 2.0 <= time.monotonic() - started < 3.5
+
+
+def test_becomes_ready_soon_after_a_late_publish(redis_server: RedisServer, redis_client) -> None:  # type: ignore[no-untyped-def]
+    timer = threading.Timer(1.0, lambda: publish(redis_client, "late", load_source(str(SOURCE)),
+                                                 source="test"))
+    timer.start()
+    started = time.monotonic()
+    assert wait_for_version(redis_server.url, "late", 10)
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert 1.0 <= elapsed < 3.5  # backoff is capped at 2 s
+
+
+def test_survives_redis_starting_late(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    url = server.url  # the port is chosen now; nothing listens on it yet
+
+    def start_and_publish() -> None:
+        server.start()
+        publish(server.client(), "ns", load_source(str(SOURCE)), source="test")
+
+    timer = threading.Timer(1.0, start_and_publish)
+    timer.start()
+    try:
+        assert wait_for_version(url, "ns", 15)
+    finally:
+        timer.join()
+        server.stop()
