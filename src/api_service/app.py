@@ -11,13 +11,13 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Annotated, Any
 
-from celery import Celery
 from celery.result import AsyncResult
 from fastapi import Body, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
+from celery import Celery
 from celery_config_sync.celery_app import configure_from_environment
 from celery_config_sync.loader import LoadedConfig
 from celery_config_sync.validation import redact
@@ -61,7 +61,8 @@ def config() -> dict[str, Any]:
 
 
 @app.post("/tasks/{name}", status_code=202)
-def enqueue(name: str, payload: dict[str, Any] | None = Body(default=None)) -> dict[str, Any]:
+def enqueue(name: str,
+            payload: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
     _loaded()
     if not TASK_NAME.match(name):
         raise HTTPException(422, f"invalid task name {name!r}")

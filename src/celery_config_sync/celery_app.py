@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery
 from celery.signals import worker_init
+
+from celery import Celery
 
 from .connection import make_client
 from .environment import Environment

@@ -78,7 +78,8 @@ overlay_option = click.option(
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--redis", "redis_url", metavar="URL", default=None,
               help="[default: $CELERY_CONFIG_REDIS_URL, then $REDIS_URL]")
-@click.option("--namespace", default=None, help="[default: $CELERY_CONFIG_NAMESPACE or celery_config]")
+@click.option("--namespace", default=None,
+              help="[default: $CELERY_CONFIG_NAMESPACE or celery_config]")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.version_option(package_name="celery-config-sync")
@@ -102,7 +103,8 @@ def _source(ctx: Context, source: str | None, overlay: str | None) -> tuple[str,
 @main.command("publish")
 @source_option
 @overlay_option
-@click.option("--force", is_flag=True, help="Publish a new version even if the content is unchanged.")
+@click.option("--force", is_flag=True,
+              help="Publish a new version even if the content is unchanged.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Seconds to wait for Redis [default: $CELERY_CONFIG_WAIT_TIMEOUT or 30]")
 @pass_context

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kombu import Exchange, Queue, binding
+from kombu.entity import Exchange, Queue, binding
 
 from .errors import InvalidConfig
 

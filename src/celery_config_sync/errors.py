@@ -1,4 +1,4 @@
-"""Errors, each carrying the CLI exit code of DESIGN.md (0 ok, 1 check failed, 2 invalid, 3 timed out)."""
+"""Errors, each carrying its CLI exit code (DESIGN.md): 1 check failed, 2 invalid, 3 timed out."""
 
 
 class CeleryConfigError(Exception):

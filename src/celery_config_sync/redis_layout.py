@@ -165,7 +165,8 @@ def decode_snapshot(snapshot: Snapshot) -> Published:
     if not expected:
         raise InvalidConfig("meta.sha256", "missing")
     if not (snapshot.queues or snapshot.routes or snapshot.base):
-        raise InvalidConfig("queues/routes/base", f"version {version} exists but every hash is empty")
+        raise InvalidConfig("queues/routes/base",
+                            f"version {version} exists but every hash is empty")
     sections = {"queues": snapshot.queues, "routes": snapshot.routes, "base": snapshot.base}
     # The stored texts are canonical JSON, so the canonical document is their concatenation:
     # the sha256 is checked on the bytes as stored, before anything is parsed.

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kombu import Queue
+from kombu.entity import Queue
 
 from .codec import ConfigDocument
 from .errors import SourceError
@@ -49,7 +49,8 @@ def module_settings(module: ModuleType) -> dict[str, Any]:
 
 
 def apply_overlay(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    merged = {**base, **{k: v for k, v in overlay.items() if k not in ("task_queues", "task_routes")}}
+    plain = {k: v for k, v in overlay.items() if k not in ("task_queues", "task_routes")}
+    merged = {**base, **plain}
     if "task_routes" in overlay:
         merged["task_routes"] = {**(base.get("task_routes") or {}), **overlay["task_routes"]}
     if "task_queues" in overlay:

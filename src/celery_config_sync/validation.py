@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 from celery.app.defaults import NAMESPACES, Option, flatten
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 from kombu.transport.virtual.exchange import STANDARD_EXCHANGE_TYPES
 
 from .codec import STRUCTURED_SETTINGS, ConfigDocument, canonical_json
@@ -143,7 +143,8 @@ def _check_queue(name: str, queue: Any) -> None:
     if not isinstance(queue, dict):
         raise InvalidConfig(where, f"must be an object, got {type(queue).__name__}")
     if not NAME.match(name) or queue.get("name") != name:
-        raise InvalidConfig(f"{where}.name", f"must be the hash field name, got {queue.get('name')!r}")
+        raise InvalidConfig(f"{where}.name",
+                            f"must be the hash field name, got {queue.get('name')!r}")
     _check_typed_attrs(where, {k: v for k, v in queue.items() if k != "exchange"}, Queue.attrs)
     for attr in ("queue_arguments", "binding_arguments", "consumer_arguments"):
         if queue.get(attr) is not None and not isinstance(queue[attr], dict):

@@ -11,7 +11,6 @@ import socket
 from typing import Any
 
 from celery import Celery, Task
-
 from celery_config_sync.celery_app import configure_from_environment
 
 from .delivery import queue_for

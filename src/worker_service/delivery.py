@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kombu import Queue
+from kombu.entity import Queue
 from kombu.transport.virtual.exchange import TopicExchange
 
 _topic = TopicExchange(channel=None)

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import redis
-from celery import Celery
 from celery.signals import worker_init
 
+from celery import Celery
 from celery_config_sync.celery_app import configure_from_environment
 from celery_config_sync.environment import Environment
 from celery_config_sync.fallback_files import render, write_atomic
