@@ -57,11 +57,15 @@ ROUTE_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 # Whole words of a key name: "password" and "redis_token" match, "passive" does not.
-SECRET_KEY = re.compile(
-    r"(?:^|[_.-])(?:pass|passwd|password|pwd|secret|token|credentials?|apikey|api[_-]key|"
-    r"private[_-]key)(?:$|[_.-])",
-    re.IGNORECASE,
-)
+SECRET_WORDS = (r"pass|passwd|password|pwd|secret|token|credentials?|apikey|api[_-]key|"
+                r"private[_-]key")
+SECRET_KEY = re.compile(rf"(?:^|[_.-])(?:{SECRET_WORDS})(?:$|[_.-])", re.IGNORECASE)
+# A screen run over the canonical JSON bytes, lowercased: a secret word between quotes or
+# separators, or a URL with a password. Only a hit pays for the walk that names the exact key;
+# the walk is the authority. (Two simple patterns scan several times faster than one combined
+# case-insensitive one.)
+SECRET_WORD_SCREEN = re.compile(rf'["_.-](?:{SECRET_WORDS})["_.-]'.encode())
+URL_PASSWORD_SCREEN = re.compile(rb'://[^/@\s"]*:[^/@\s"]+@')
 URL_WITH_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]+@", re.IGNORECASE)
 NAME = re.compile(r"^[A-Za-z0-9_.:*?\[\]-]{1,200}$")
 
@@ -86,12 +90,19 @@ def option_type(setting: str) -> str | None:
     return kind if isinstance(kind, str) else kind.__name__
 
 
-def validate(document: ConfigDocument) -> None:
-    """Raise :class:`InvalidConfig` naming the first offending key; return None when valid."""
-    _check_sizes(document)
-    for section, entries in document.sections().items():  # secrets first: the gravest finding
-        for key, value in entries.items():
-            _check_no_secret(entry_name(section, key), key, value)
+def validate(document: ConfigDocument, canonical: bytes | None = None) -> None:
+    """Raise :class:`InvalidConfig` naming the first offending key; return None when valid.
+
+    ``canonical`` is the document's canonical JSON when the caller already has it (a load
+    hashes it anyway): sizes and the secret screen then cost one pass over those bytes.
+    """
+    text = document.canonical().encode() if canonical is None else canonical
+    _check_sizes(document, len(text))
+    if SECRET_WORD_SCREEN.search(text.lower()) or URL_PASSWORD_SCREEN.search(text):
+        # secrets first: the gravest finding
+        for section, entries in document.sections().items():
+            for key, value in entries.items():
+                _check_no_secret(entry_name(section, key), key, value)
     for name, queue in document.queues.items():
         _check_queue(name, queue)
     for pattern, route in document.routes.items():
@@ -109,23 +120,27 @@ def entry_name(section: str, key: str) -> str:
     return f"base.{key}" if section == "base" else f"{section}[{key!r}]"
 
 
-def _check_sizes(document: ConfigDocument) -> None:
+def _check_sizes(document: ConfigDocument, total: int) -> None:
     for section, entries in document.sections().items():
         if len(entries) > LIMITS[section]:
             raise InvalidConfig(section, f"{len(entries)} entries, more than {LIMITS[section]}")
+        if total <= LIMITS["field_bytes"]:
+            continue  # no field can be larger than the whole
         for key, value in entries.items():
             size = len(canonical_json(value).encode())
             if size > LIMITS["field_bytes"]:
                 raise InvalidConfig(entry_name(section, key),
                                     f"{size} bytes, more than {LIMITS['field_bytes']}")
-    total = len(document.canonical().encode())
     if total > LIMITS["total_bytes"]:
         raise InvalidConfig("config", f"{total} bytes in all, more than {LIMITS['total_bytes']}")
 
 
-def _check_typed_attrs(where: str, data: Mapping[str, Any], attrs: Any) -> None:
+QUEUE_ATTRS: dict[str, Any] = dict(Queue.attrs)
+EXCHANGE_ATTRS: dict[str, Any] = dict(Exchange.attrs)
+
+
+def _check_typed_attrs(where: str, data: Mapping[str, Any], table: Mapping[str, Any]) -> None:
     """Type-check ``data`` against a kombu ``attrs`` table; unknown attributes are refused."""
-    table = dict(attrs)
     for attr, value in data.items():
         if attr not in table:
             raise InvalidConfig(f"{where}.{attr}", "is not a kombu attribute")
@@ -145,7 +160,7 @@ def _check_queue(name: str, queue: Any) -> None:
     if not NAME.match(name) or queue.get("name") != name:
         raise InvalidConfig(f"{where}.name",
                             f"must be the hash field name, got {queue.get('name')!r}")
-    _check_typed_attrs(where, {k: v for k, v in queue.items() if k != "exchange"}, Queue.attrs)
+    _check_typed_attrs(where, {k: v for k, v in queue.items() if k != "exchange"}, QUEUE_ATTRS)
     for attr in ("queue_arguments", "binding_arguments", "consumer_arguments"):
         if queue.get(attr) is not None and not isinstance(queue[attr], dict):
             raise InvalidConfig(f"{where}.{attr}", "must be an object")
@@ -157,7 +172,7 @@ def _check_queue(name: str, queue: Any) -> None:
         return
     if not isinstance(exchange, dict):
         raise InvalidConfig(f"{where}.exchange", "must be an object")
-    _check_typed_attrs(f"{where}.exchange", exchange, Exchange.attrs)
+    _check_typed_attrs(f"{where}.exchange", exchange, EXCHANGE_ATTRS)
     if not isinstance(exchange.get("name"), str):
         raise InvalidConfig(f"{where}.exchange.name", "must be a string")
     kind = exchange.get("type")
