@@ -30,11 +30,12 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.redis_process import RedisServer  # noqa: E402
+
 from celery_config_sync.codec import queue_from_dict  # noqa: E402
 from celery_config_sync.loader import RedisReader  # noqa: E402
 from celery_config_sync.redis_layout import Keys, publish  # noqa: E402
 from celery_config_sync.source import load_source  # noqa: E402
-from tests.redis_process import RedisServer  # noqa: E402
 
 NS = "celery_config"
 KEYS = Keys(NS)
@@ -69,8 +70,8 @@ def spec_style_loader(port: int) -> Callable[[], Any]:
             return {
                 "version": int(version or 0),
                 "task_queues": [queue_from_dict(json.loads(v)) for v in queues.values()],
-                "task_routes": {k.decode(): json.loads(v) for k, v in routes.items()},
-                **{k.decode(): json.loads(v) for k, v in base.items()},
+                "task_routes": {bytes(k).decode(): json.loads(v) for k, v in routes.items()},
+                **{bytes(k).decode(): json.loads(v) for k, v in base.items()},
             }
         finally:
             client.close()
@@ -165,7 +166,8 @@ def run(server: RedisServer, rounds: int, per_round: int) -> None:
 
     print(f"config: {len(document.queues)} queues, {len(document.routes)} routes, "
           f"{len(document.base)} settings, {len(document.canonical())} bytes canonical")
-    print(f"{rounds} interleaved rounds x {per_round} loads per variant, redis-server on loopback\n")
+    print(f"{rounds} interleaved rounds x {per_round} loads per variant, "
+          "redis-server on loopback\n")
     print(f"{'variant':<12} {'loads/s':>9} {'p50 us':>8} {'p99 us':>8} {'round trips':>12} "
           f"{'commands':>9}")
     medians = {}

@@ -57,8 +57,8 @@ ROUTE_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 # Whole words of a key name: "password" and "redis_token" match, "passive" does not.
-SECRET_WORDS = (r"pass|passwd|password|pwd|secret|token|credentials?|apikey|api[_-]key|"
-                r"private[_-]key")
+SECRET_WORDS = (
+    r"pass|passwd|password|pwd|secret|token|credentials?|apikey|api[_-]key|private[_-]key")
 SECRET_KEY = re.compile(rf"(?:^|[_.-])(?:{SECRET_WORDS})(?:$|[_.-])", re.IGNORECASE)
 # A screen run over the canonical JSON bytes, lowercased: a secret word between quotes or
 # separators, or a URL with a password. Only a hit pays for the walk that names the exact key;
