@@ -55,6 +55,10 @@ class CountingConnection(redis.Connection):
         super().on_connect()
 
 
+def _str(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key
+
+
 def spec_style_loader(port: int) -> Callable[[], Any]:
     """The specification's loader: a new client each call, PING, GET, three HGETALL, decode."""
 
@@ -70,8 +74,8 @@ def spec_style_loader(port: int) -> Callable[[], Any]:
             return {
                 "version": int(version or 0),
                 "task_queues": [queue_from_dict(json.loads(v)) for v in queues.values()],
-                "task_routes": {bytes(k).decode(): json.loads(v) for k, v in routes.items()},
-                **{bytes(k).decode(): json.loads(v) for k, v in base.items()},
+                "task_routes": {_str(k): json.loads(v) for k, v in routes.items()},
+                **{_str(k): json.loads(v) for k, v in base.items()},
             }
         finally:
             client.close()
