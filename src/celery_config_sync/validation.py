@@ -57,14 +57,14 @@ ROUTE_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 # Whole words of a key name: "password" and "redis_token" match, "passive" does not.
-SECRET_WORDS = (
+SENSITIVE_WORDS = (
     r"pass|passwd|password|pwd|secret|token|credentials?|apikey|api[_-]key|private[_-]key")
-SECRET_KEY = re.compile(rf"(?:^|[_.-])(?:{SECRET_WORDS})(?:$|[_.-])", re.IGNORECASE)
+SECRET_KEY = re.compile(rf"(?:^|[_.-])(?:{SENSITIVE_WORDS})(?:$|[_.-])", re.IGNORECASE)
 # A screen run over the canonical JSON bytes, lowercased: a secret word between quotes or
 # separators, or a URL with a password. Only a hit pays for the walk that names the exact key;
 # the walk is the authority. (Two simple patterns scan several times faster than one combined
 # case-insensitive one.)
-SECRET_WORD_SCREEN = re.compile(rf'["_.-](?:{SECRET_WORDS})["_.-]'.encode())
+SECRET_WORD_SCREEN = re.compile(rf'["_.-](?:{SENSITIVE_WORDS})["_.-]'.encode())
 URL_PASSWORD_SCREEN = re.compile(rb'://[^/@\s"]*:[^/@\s"]+@')
 URL_WITH_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]+@", re.IGNORECASE)
 NAME = re.compile(r"^[A-Za-z0-9_.:*?\[\]-]{1,200}$")
