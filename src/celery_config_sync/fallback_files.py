@@ -27,12 +27,17 @@ def render(document: ConfigDocument, *, version: int, meta: dict[str, str]) -> s
     }, indent=2, sort_keys=True) + "\n"
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Temp file in the same directory, fsync, rename: a reader sees the old file or the new."""
+def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
+    """Temp file in the same directory, fsync, rename: a reader sees the old file or the new.
+
+    ``mode`` defaults to world-readable: validation keeps secrets out of the config, and a
+    snapshot exported at image build time is read by the services' unprivileged user.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)  # mkstemp creates 0600
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

@@ -160,6 +160,8 @@ def test_export_then_load_without_redis(tmp_path: Path) -> None:
     assert run("export", "-o", str(snapshot)).returncode == 0
     data = json.loads(snapshot.read_text())
     assert data["version"] == 0 and len(data["config"]["queues"]) == 14
+    # Readable by the services' unprivileged user when exported at image build time.
+    assert snapshot.stat().st_mode & 0o777 == 0o644
     result = run("load", "--no-redis", CELERY_CONFIG_SNAPSHOT_PATH=str(snapshot),
                  CELERY_CONFIG_FALLBACK_PATH=str(tmp_path / "none.json"))
     assert result.returncode == 0

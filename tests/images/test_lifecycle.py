@@ -1,0 +1,104 @@
+"""How the images start and stop: the seeder's exit codes, the gate, and `docker stop`."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.images.conftest import Stack, health, wait_until
+
+pytestmark = pytest.mark.images
+
+
+def finished(container: object, timeout: float = 60) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of a container that runs to completion, then removed."""
+    result = container.wait(timeout=timeout)  # type: ignore[attr-defined]
+    out = container.logs(stdout=True, stderr=False).decode()  # type: ignore[attr-defined]
+    err = container.logs(stdout=False, stderr=True).decode()  # type: ignore[attr-defined]
+    container.remove(v=True)  # type: ignore[attr-defined]
+    return int(result["StatusCode"]), out, err
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error" in line.lower()]
+
+
+def test_reseeding_the_same_source_changes_nothing(stack: Stack) -> None:
+    version = stack.redis_cli("GET", "celery_config:version")
+    seeder = stack.run("config-seeder", environment={**stack.env, "CELERY_CONFIG_OVERLAY": "rpi"})
+    code, out, _ = finished(seeder)
+    assert code == 0 and '"changed": false' in out
+    assert stack.redis_cli("GET", "celery_config:version") == version
+
+
+def test_seeder_refuses_an_invalid_source_and_leaves_redis_alone(stack: Stack,
+                                                                 tmp_path: Path) -> None:
+    before = stack.redis_cli("HGET", "celery_config:meta", "sha256")
+    config = tmp_path / "celery"
+    shutil.copytree(ROOT / "config" / "celery", config)
+    config.chmod(0o755)
+    with (config / "source.py").open("a") as source:
+        source.write('\ntask_routes["scan.nowhere"] = {"queue": "no_such_queue"}\n')
+    (config / "source.py").chmod(0o644)
+    seeder = stack.run("config-seeder", environment=stack.env,
+                       volumes={str(config): {"bind": "/etc/celery-config", "mode": "ro"}})
+    code, _, err = finished(seeder)
+    assert code == 2
+    assert "Traceback" not in err
+    assert len(error_lines(err)) == 1 and "no_such_queue" in error_lines(err)[0], err
+    assert stack.redis_cli("HGET", "celery_config:meta", "sha256") == before
+
+
+def test_seeder_gives_up_when_redis_stays_unreachable(stack: Stack) -> None:
+    env = {**stack.env, "CELERY_CONFIG_REDIS_URL": "redis://nowhere.invalid:6379/0",
+           "CELERY_CONFIG_WAIT_TIMEOUT": "2"}
+    started = time.monotonic()
+    code, _, err = finished(stack.run("config-seeder", environment=env))
+    assert code == 3, err
+    assert time.monotonic() - started < 20
+    assert "Traceback" not in err and "unreachable" in err.strip().splitlines()[-1]
+
+
+def test_gate_fails_fast_when_told_to(stack: Stack) -> None:
+    env = {**stack.env, "CELERY_CONFIG_REDIS_URL": "redis://nowhere.invalid:6379/0",
+           "CELERY_CONFIG_WAIT_TIMEOUT": "1", "CELERY_CONFIG_ON_TIMEOUT": "fail"}
+    code, _, err = finished(stack.run("api", environment=env))
+    assert code == 3
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("celery-config-gate: no published configuration")
+
+
+def test_gate_falls_back_to_the_snapshot(stack: Stack) -> None:
+    env = {**stack.env, "CELERY_CONFIG_REDIS_URL": "redis://nowhere.invalid:6379/0",
+           "CELERY_CONFIG_WAIT_TIMEOUT": "1"}
+    api = stack.run("api", environment=env)
+    try:
+        wait_until(lambda: b"Application startup complete" in api.logs(), 60, "api started")
+        logs = api.logs().decode()
+        assert "starting on the fallback" in logs
+        assert "source snapshot" in logs or "from snapshot" in logs, logs
+        code, out = api.exec_run(["python3", "-c", "import urllib.request; print(urllib.request"
+                                  ".urlopen('http://127.0.0.1:8000/readyz').read().decode())"])
+        assert code == 0 and '"source":"snapshot"' in out.decode()
+    finally:
+        api.remove(force=True, v=True)
+
+
+@pytest.mark.parametrize("image", ("redis", "worker", "api"))
+def test_docker_stop_ends_with_exit_0_within_10_s(stack: Stack, image: str) -> None:
+    environment = {} if image == "redis" else stack.env
+    container = stack.run(image, environment=environment)
+    try:
+        wait_until(lambda: health(container) == "healthy", 90, f"{image} healthy")
+        started = time.monotonic()
+        container.stop(timeout=10)
+        elapsed = time.monotonic() - started
+        container.reload()
+        assert container.attrs["State"]["ExitCode"] == 0, container.logs().decode()[-2000:]
+        assert elapsed < 10, f"{image} took {elapsed:.1f} s to stop"
+    finally:
+        container.remove(force=True, v=True)
