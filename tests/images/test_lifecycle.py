@@ -102,3 +102,16 @@ def test_docker_stop_ends_with_exit_0_within_10_s(stack: Stack, image: str) -> N
         assert elapsed < 10, f"{image} took {elapsed:.1f} s to stop"
     finally:
         container.remove(force=True, v=True)
+
+
+def test_worker_that_cannot_start_ends_its_container(stack: Stack) -> None:
+    """supervisord gives up after its retries (FATAL); the container then exits, so a restart
+    policy can act, instead of running on with no worker in it."""
+    worker = stack.run("worker", environment={**stack.env, "CELERY_BROKER_URL": "nosuch://x"})
+    try:
+        code = worker.wait(timeout=90)["StatusCode"]
+        logs = worker.logs().decode()
+        assert "celery-worker entered FATAL: stopping supervisord" in logs, logs[-3000:]
+        assert code == 0  # supervisord's own exit on SIGTERM; the restart policy still applies
+    finally:
+        worker.remove(force=True, v=True)
