@@ -72,3 +72,21 @@ images-report: install ## Image sizes per platform, the set's total and the byte
 
 .PHONY: reports
 reports: bench images-report stack-report ## Every printed report (load bench, images, stack)
+
+# The compose stack (compose/compose.yaml). The project name is the file's own
+# (celery-config-sync), the same as `docker compose --profile rpi up` from the root.
+.PHONY: up
+up: ## Start the Raspberry Pi stack (compose profile rpi) and wait until it is healthy
+	$(COMPOSE) --profile rpi up --detach --wait
+
+.PHONY: down
+down: ## Stop and remove the stack's containers (either profile); volumes are kept
+	$(COMPOSE) --profile rpi --profile dev down --timeout 10
+
+.PHONY: logs
+logs: ## Follow the stack's logs
+	$(COMPOSE) --profile rpi --profile dev logs --follow --tail 100
+
+.PHONY: stack-report
+stack-report: install ## Stack cold start, seeder, fallback start and idle memory vs a Pi 4 budget
+	$(PY) bench/stack_report.py

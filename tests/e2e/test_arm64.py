@@ -1,0 +1,57 @@
+"""The rpi profile once more with the linux/arm64 images, under qemu emulation on an amd64
+machine (natively on an arm64 one): what a Raspberry Pi 4 runs.
+
+compose honours DOCKER_DEFAULT_PLATFORM for every service without a `platform:` of its own;
+the images are multi-platform in the local store, so nothing is pulled. Emulation is several
+times slower: the gate waits long enough never to fall back here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from celery_config_sync.source import load_source
+from tests.conftest import SOURCE, require
+from tests.e2e.conftest import MEASUREMENTS, Stack, docker, image_ref, make_stack
+
+pytestmark = pytest.mark.e2e
+
+PLATFORM = "linux/arm64"
+
+
+@pytest.fixture(scope="module")
+def arm64_stack(engine: None) -> Iterator[Stack]:
+    probe = docker("run", "--rm", "--platform", PLATFORM, "--pull", "never", "--network", "none",
+                   "--entrypoint", "uname", image_ref("redis"), "-m", check=False, timeout=120)
+    require(probe.returncode == 0 and probe.stdout.strip() == "aarch64",
+            f"no {PLATFORM} image variant in the local store or no qemu binfmt emulation "
+            f"({probe.stdout.strip()} {probe.stderr.strip()})")
+    with make_stack("-arm64", DOCKER_DEFAULT_PLATFORM=PLATFORM,
+                    CELERY_CONFIG_WAIT_TIMEOUT="300") as stack:
+        started = time.monotonic()
+        stack.up(timeout=480)
+        MEASUREMENTS.append(f"arm64 stack (emulated): `up --wait` returned after "
+                            f"{time.monotonic() - started:.1f} s")
+        yield stack
+
+
+def test_rpi_profile_runs_the_arm64_images(arm64_stack: Stack) -> None:
+    stack = arm64_stack
+    for service in ("redis", "worker", "api"):
+        machine = stack.compose("exec", "-T", service, "uname", "-m").stdout.strip()
+        assert machine == "aarch64", (service, machine)
+    seeder = stack.inspect("config-seeder")["State"]
+    assert (seeder["Status"], seeder["ExitCode"]) == ("exited", 0)
+
+    source = load_source(str(SOURCE), "rpi")
+    ready = stack.wait_ready(120)
+    assert (ready["source"], ready["version"], ready["sha256"]) == ("redis", 1, source.sha256)
+
+    body = stack.enqueue("covers.fetch_album")
+    assert body["queue"] == "covers"
+    status = stack.result(body["id"], 180)
+    assert status["state"] == "SUCCESS", status
+    assert (status["result"]["queue"], status["result"]["config_source"]) == ("covers", "redis")
