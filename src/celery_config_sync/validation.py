@@ -101,13 +101,14 @@ def validate(document: ConfigDocument, canonical: bytes | None = None) -> None:
     if SECRET_WORD_SCREEN.search(text.lower()) or URL_PASSWORD_SCREEN.search(text):
         # secrets first: the gravest finding
         for section, entries in document.sections().items():
-            for key, value in entries.items():
+            for key, value in sorted(entries.items()):
                 _check_no_secret(entry_name(section, key), key, value)
-    for name, queue in document.queues.items():
+    # Sorted: the error names the same key whatever order Redis returned the hash fields in.
+    for name, queue in sorted(document.queues.items()):
         _check_queue(name, queue)
-    for pattern, route in document.routes.items():
+    for pattern, route in sorted(document.routes.items()):
         _check_route(pattern, route, document.queues)
-    for setting, value in document.base.items():
+    for setting, value in sorted(document.base.items()):
         _check_setting(setting, value)
     default_queue = document.base.get("task_default_queue")
     if document.queues and default_queue is not None and default_queue not in document.queues:
