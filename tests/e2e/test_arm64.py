@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from celery_config_sync.source import load_source
+from tests.compose_stack import Stack, docker, image_ref
 from tests.conftest import SOURCE, require
-from tests.e2e.conftest import MEASUREMENTS, Stack, docker, image_ref, make_stack
+from tests.e2e.conftest import MEASUREMENTS, make_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -20,20 +20,16 @@ import pytest
 
 from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.source import load_source
-from tests.conftest import ROOT, SOURCE
-from tests.e2e.conftest import (
-    MEASUREMENTS,
-    NAMESPACE,
+from tests.compose_stack import (
     Stack,
     containers_of,
     demo_tasks,
     docker,
-    expected_queue,
-    make_stack,
-    now_utc,
     parse_docker_time,
     wait_until,
 )
+from tests.conftest import ROOT, SOURCE
+from tests.e2e.conftest import MEASUREMENTS, NAMESPACE, expected_queue, make_stack, now_utc
 
 pytestmark = pytest.mark.e2e
 

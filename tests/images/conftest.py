@@ -8,8 +8,7 @@ engine or image skips loudly here and fails in CI.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +17,11 @@ import pytest
 import testinfra
 from docker.models.containers import Container
 
+from tests.compose_stack import IMAGES, image_ref, wait_until
 from tests.conftest import require
 
-REGISTRY = os.environ.get("REGISTRY", "localhost:5000")
-TAG = os.environ.get("TAG", "latest")
-IMAGES = ("redis", "config-seeder", "worker", "api")
+__all__ = ["IMAGES", "PYTHON_IMAGES", "Stack", "health", "image_ref", "wait_until"]
+
 PYTHON_IMAGES = ("config-seeder", "worker", "api")
 # What compose's rpi profile applies to every service, so the images are tested as they run.
 HARDENING: dict[str, Any] = {
@@ -30,10 +29,6 @@ HARDENING: dict[str, Any] = {
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges:true"],
 }
-
-
-def image_ref(name: str) -> str:
-    return f"{REGISTRY}/celery-config-sync/{name}:{TAG}"
 
 
 @pytest.fixture(scope="session")
@@ -49,14 +44,6 @@ def docker_client() -> docker.DockerClient:
         except docker.errors.ImageNotFound:
             require(False, f"image {image_ref(name)} is missing; run `make bake`")
     return client
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.5)
 
 
 def health(container: Container) -> str:

@@ -1,0 +1,209 @@
+"""Drive one compose project of compose/compose.yaml (profile rpi) from Python: used by the
+e2e tier (tests/e2e) and by the stack report (bench/stack_report.py), as tests/redis_process.py
+serves the integration tier and the load benchmark.
+
+A project is named by its caller (``ccs-e2e-...``) so that its containers, network and volumes
+never collide with anyone else's; the API is reached on 127.0.0.1 through API_PORT/API_BIND.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = os.environ.get("REGISTRY", "localhost:5000")
+TAG = os.environ.get("TAG", "latest")
+IMAGES = ("redis", "config-seeder", "worker", "api")
+COMPOSE_FILE = ROOT / "compose" / "compose.yaml"
+# Variables of the caller's shell that would change which stack compose runs.
+FOREIGN = ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "DOCKER_DEFAULT_PLATFORM",
+           "API_PORT", "API_BIND", "CELERY_CONFIG_WAIT_TIMEOUT", "CELERY_CONFIG_ON_TIMEOUT")
+
+
+def image_ref(name: str) -> str:
+    return f"{REGISTRY}/celery-config-sync/{name}:{TAG}"
+
+
+def demo_tasks() -> tuple[str, ...]:
+    """worker_service.app.DEMO_TASKS, read without importing the module (importing it loads a
+    configuration through the fallback chain)."""
+    tree = ast.parse((ROOT / "src" / "worker_service" / "app.py").read_text())
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "DEMO_TASKS"):
+            return tuple(ast.literal_eval(node.value))
+    raise AssertionError("DEMO_TASKS not found in src/worker_service/app.py")
+
+
+def parse_docker_time(text: str) -> datetime:
+    """RFC 3339 with nanoseconds (docker inspect, docker logs -t) -> aware datetime (µs)."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)",
+                         text.strip())
+    assert match, f"not an RFC 3339 time: {text!r}"
+    head, fraction, zone = match.groups()
+    zone = "+00:00" if zone == "Z" else zone
+    return datetime.fromisoformat(f"{head}.{((fraction or '') + '000000')[:6]}{zone}")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
+                            check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} -> {result.returncode}\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+@dataclass
+class Stack:
+    """One compose project of compose/compose.yaml, profile rpi."""
+
+    project: str
+    api_port: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ compose and docker
+    def environ(self, **extra: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if k not in FOREIGN}
+        return {**base, "API_PORT": str(self.api_port), "API_BIND": "127.0.0.1",
+                "REGISTRY": REGISTRY, "TAG": TAG, **self.env, **extra}
+
+    def command(self, *args: str) -> list[str]:
+        return ["docker", "compose", "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE),
+                "-p", self.project, "--profile", "rpi", *args]
+
+    def compose(self, *args: str, timeout: float = 120, check: bool = True,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        command = self.command(*args)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                env=self.environ(**(env or {})), check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} -> {result.returncode}\n"
+                                 f"{result.stdout}\n{result.stderr}\n{self.logs()}")
+        return result
+
+    def container(self, service: str) -> str:
+        return f"{self.project}-{service}-1"
+
+    def inspect(self, service: str) -> dict[str, Any]:
+        out = docker("inspect", self.container(service)).stdout
+        document: list[dict[str, Any]] = json.loads(out)
+        return document[0]
+
+    def logs(self, service: str | None = None, *, timestamps: bool = False) -> str:
+        """One service's container log (stdout and stderr), or the tail of every service's."""
+        if service is None:
+            return self.compose("logs", "--no-color", "--tail", "60",
+                                check=False).stdout[-8000:]
+        args = ["logs"] + (["--timestamps"] if timestamps else []) + [self.container(service)]
+        result = docker(*args, check=False)
+        return result.stdout + result.stderr
+
+    def redis_cli(self, *args: str) -> str:
+        return self.compose("exec", "-T", "redis", "redis-cli", *args).stdout.strip()
+
+    def health(self, service: str) -> str:
+        state = self.inspect(service)["State"]
+        if state["Status"] != "running":
+            return str(state["Status"])
+        return str(state.get("Health", {}).get("Status", "none"))
+
+    # ------------------------------------------------------------------------------ the API
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def readyz(self, timeout: float = 5) -> dict[str, Any] | None:
+        """/readyz's body when it says ready, else None (also when nothing answers)."""
+        try:
+            response = httpx.get(f"{self.url}/readyz", timeout=timeout)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        body: dict[str, Any] = response.json()
+        return body if body.get("ready") else None
+
+    def wait_ready(self, timeout: float) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+
+        def ready() -> bool:
+            body = self.readyz()
+            if body:
+                found.update(body)
+            return bool(body)
+
+        wait_until(ready, timeout, f"{self.url}/readyz\n{self.logs()}", interval=0.1)
+        return found
+
+    def enqueue(self, task: str) -> dict[str, Any]:
+        response = httpx.post(f"{self.url}/tasks/{task}", json={}, timeout=30)
+        assert response.status_code == 202, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def result(self, task_id: str, timeout: float) -> dict[str, Any]:
+        """The task's status once it left PENDING/STARTED; transient errors retried."""
+        last: dict[str, Any] = {}
+
+        def done() -> bool:
+            try:
+                response = httpx.get(f"{self.url}/tasks/{task_id}", timeout=10)
+            except httpx.HTTPError:
+                return False
+            if response.status_code != 200:
+                return False
+            last.clear()
+            last.update(response.json())
+            return last.get("state") in ("SUCCESS", "FAILURE")
+
+        wait_until(done, timeout, f"task {task_id} to finish (last: {last})\n{self.logs()}",
+                   interval=0.2)
+        return last
+
+    # ---------------------------------------------------------------------- set up, tear down
+    def up(self, timeout: float) -> None:
+        """Up and healthy, and the worker consuming: Celery logs "ready." once it consumes
+        every queue. The monitoring queue is bound to a fanout exchange, which the Redis
+        transport carries over pub/sub: a message sent before the worker subscribed is lost
+        (by design of fanout), so no task is sent before that line."""
+        started = time.monotonic()
+        self.compose("up", "--detach", "--wait", "--wait-timeout", str(int(timeout)),
+                     timeout=timeout + 30)
+        left = max(10.0, timeout - (time.monotonic() - started))
+        wait_until(lambda: " ready." in self.logs("worker"), left,
+                   f"the worker's ready line\n{self.logs()}")
+
+    def down(self) -> None:
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "10", timeout=120,
+                     check=False)
+
+
+def containers_of(project: str) -> list[dict[str, Any]]:
+    """Every container of a compose project, running or not (docker ps -a)."""
+    out = docker("ps", "--all", "--no-trunc", "--filter",
+                 f"label=com.docker.compose.project={project}", "--format", "{{json .}}").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
