@@ -1,7 +1,9 @@
 """FastAPI app: ``uvicorn api_service.app:app``.
 
-It enqueues tasks by name, routed by the loaded configuration, without importing the worker:
-the routes and queues it needs come from Redis (or the fallback chain).
+It enqueues tasks by name, routed by the shared configuration, without importing the worker.
+The configuration is loaded at start-up (the fallback chain) and followed live: each new
+version becomes a complete routing state (celery_config_sync.routing) swapped in with one
+assignment. A request takes that state once, and routes, sends and logs with that same object.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from fnmatch import fnmatchcase
 from typing import Annotated, Any
 
 from celery.result import AsyncResult
@@ -18,23 +19,34 @@ from fastapi import Body, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
 from celery import Celery
-from celery_config_sync.celery_app import configure_from_environment
-from celery_config_sync.loader import LoadedConfig
+from celery_config_sync.celery_app import configure_app
+from celery_config_sync.environment import Environment
+from celery_config_sync.live_config import Applied, LiveConfig
+from celery_config_sync.log_setup import TAGS, configure_logging
 from celery_config_sync.validation import redact
 
-LOG_TAG = "[CELERY_API]"
 TASK_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
 log = logging.getLogger("api_service")
 
 celery = Celery("api_service")
-state: dict[str, LoadedConfig] = {}
+state: dict[str, LiveConfig] = {}
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    env = Environment.from_environ()
+    configure_logging(env.log_tag or TAGS["api"], loggers=("api_service",))
+    live = LiveConfig("api", env)
     # No config at all (Redis, last-known-good and snapshot all failed) raises: the API exits.
-    state["config"] = configure_from_environment(celery, log_tag=LOG_TAG)
-    yield
+    applied = live.load()
+    configure_app(celery, applied.loaded)  # settings read once (serializers, result backend...)
+    state["live"] = live
+    live.watch()
+    try:
+        yield
+    finally:
+        live.stop()
+        state.clear()
 
 
 app = FastAPI(title="celery-config-sync API", lifespan=lifespan)
@@ -47,15 +59,24 @@ def healthz() -> dict[str, str]:
 
 @app.get("/readyz")
 def readyz() -> JSONResponse:
-    loaded = state.get("config")
-    if loaded is None:
+    live = state.get("live")
+    if live is None:
         return JSONResponse({"ready": False}, status_code=503)
-    return JSONResponse({"ready": True, **loaded.summary()})
+    status = live.status()
+    return JSONResponse({"ready": True, **live.current.loaded.summary(),
+                         **{k: status[k] for k in ("published_version", "lagging",
+                                                   "restart_required", "last_error")}})
+
+
+@app.get("/config/status")
+def config_status() -> dict[str, Any]:
+    """What this API instance applies, what Redis holds, and whether it lags."""
+    return _live().status()
 
 
 @app.get("/config")
 def config() -> dict[str, Any]:
-    loaded = _loaded()
+    loaded = _applied().loaded
     return {**loaded.summary(), "meta": redact(loaded.meta),
             **redact(loaded.document.sections())}
 
@@ -63,20 +84,22 @@ def config() -> dict[str, Any]:
 @app.post("/tasks/{name}", status_code=202)
 def enqueue(name: str,
             payload: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
-    _loaded()
+    applied = _applied()  # one state for the whole request
     if not TASK_NAME.match(name):
         raise HTTPException(422, f"invalid task name {name!r}")
-    if not _has_explicit_route(name):
-        raise HTTPException(404, f"no route for task {name!r} in the loaded configuration")
-    queue = celery.amqp.router.route({}, name).get("queue")
+    if applied.routing.explicit_route(name) is None:
+        raise HTTPException(404, f"no route for task {name!r} in configuration version "
+                                 f"{applied.loaded.version}")
     payload = payload or {}
     args, kwargs = payload.get("args", []), payload.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise HTTPException(422, "body must be {\"args\": [...], \"kwargs\": {...}}")
-    result = celery.send_task(name, args=args, kwargs=kwargs)
-    log.info("%s enqueued %s (%s) on queue %s", LOG_TAG, name, result.id,
-             getattr(queue, "name", queue))
-    return {"id": result.id, "name": name, "queue": getattr(queue, "name", queue)}
+    queue = applied.routing.route(name, args, kwargs)["queue"].name
+    result = celery.send_task(name, args=args, kwargs=kwargs, router=applied.routing.router)
+    log.info("enqueued %s (%s) on queue %s by configuration version %d", name, result.id, queue,
+             applied.loaded.version)
+    return {"id": result.id, "name": name, "queue": queue,
+            "config_version": applied.loaded.version}
 
 
 @app.get("/tasks/{task_id}")
@@ -90,13 +113,12 @@ def task_status(task_id: str) -> dict[str, Any]:
     return body
 
 
-def _loaded() -> LoadedConfig:
-    loaded = state.get("config")
-    if loaded is None:
+def _live() -> LiveConfig:
+    live = state.get("live")
+    if live is None:
         raise HTTPException(503, "configuration not loaded")
-    return loaded
+    return live
 
 
-def _has_explicit_route(name: str) -> bool:
-    routes = celery.conf.task_routes or {}
-    return any(name == pattern or fnmatchcase(name, pattern) for pattern in routes)
+def _applied() -> Applied:
+    return _live().current

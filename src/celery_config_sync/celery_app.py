@@ -24,11 +24,10 @@ def configure_app(app: Celery, loaded: LoadedConfig) -> None:
     app.conf.update(loaded.settings)
 
 
-def configure_from_environment(app: Celery, *, log_tag: str,
-                               env: Environment | None = None) -> LoadedConfig:
-    """Load through the fallback chain with this service's log tag, and configure ``app``."""
+def configure_from_environment(app: Celery, *, env: Environment | None = None) -> LoadedConfig:
+    """Load through the fallback chain once, and configure ``app`` (no live reload)."""
     env = env or Environment.from_environ()
-    loaded = load_config(env, log_tag=log_tag)
+    loaded = load_config(env)
     configure_app(app, loaded)
     if env.publish_on_start:
         enable_publish_on_start(env)
@@ -43,6 +42,6 @@ def enable_publish_on_start(env: Environment) -> None:
             publish(make_client(env.redis_url), env.namespace,
                     load_source(env.source, env.overlay), source=env.source)
         except Exception:  # a worker must still start if publishing fails; it logs why
-            log.exception("[CELERY_CONFIG_PUBLISHER] publish on worker start failed")
+            log.exception("publish on worker start failed")
 
     worker_init.connect(_publish, weak=False, dispatch_uid="celery_config_sync.publish")

@@ -7,13 +7,11 @@ Every failure is one line on stderr, never a traceback.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import redis
@@ -23,36 +21,42 @@ from .diffing import diff
 from .environment import Environment
 from .errors import CeleryConfigError, NotPublished, RedisUnavailable
 from .fallback_files import render, write_atomic
+from .fleet import problems, read_fleet
+from .live_settings import describe, label
 from .loader import RedisReader, load_config
+from .log_setup import TAGS, configure_logging
 from .redis_layout import Keys, publish
 from .source import load_source
 from .validation import redact
 from .waiting import wait_for_redis, wait_for_version
 
-F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("celery_config_sync.cli")
 
 
-def fails_cleanly(command: F) -> F:
-    """Turn every expected failure into one stderr line and its exit code."""
+class Failure(click.ClickException):
+    """One line on stderr, ``celery-config: error: ...``, and the exit code of its kind."""
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"celery-config: error: {self.format_message()}", err=True)
+
+
+class CleanGroup(click.Group):
+    """Turns every expected failure of a command into a :class:`Failure`: never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return command(*args, **kwargs)
+            return super().invoke(ctx)
         except CeleryConfigError as exc:
-            _fail(str(exc), exc.exit_code)
+            raise Failure(str(exc), exc.exit_code) from None
         except redis.RedisError as exc:
-            _fail(f"Redis unreachable: {type(exc).__name__}: {exc}", RedisUnavailable.exit_code)
+            raise Failure(f"Redis unreachable: {type(exc).__name__}: {exc}",
+                          RedisUnavailable.exit_code) from None
         except OSError as exc:
-            _fail(f"{type(exc).__name__}: {exc}", 1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"celery-config: error: {message}", err=True)
-    sys.exit(code)
+            raise Failure(f"{type(exc).__name__}: {exc}", 1) from None
 
 
 class Context:
@@ -75,7 +79,7 @@ overlay_option = click.option(
     help="Overlay overlays/NAME.py beside the source [default: $CELERY_CONFIG_OVERLAY]")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CleanGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--redis", "redis_url", metavar="URL", default=None,
               help="[default: $CELERY_CONFIG_REDIS_URL, then $REDIS_URL]")
 @click.option("--namespace", default=None,
@@ -86,12 +90,14 @@ overlay_option = click.option(
 @click.pass_context
 def main(ctx: click.Context, redis_url: str | None, namespace: str | None, log_level: str) -> None:
     """One Celery configuration, published through Redis."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
     try:
         env = Environment.from_environ()
     except CeleryConfigError as exc:
-        _fail(str(exc), exc.exit_code)
+        raise Failure(str(exc), exc.exit_code) from None
+    # The tag of this process's log lines: the image's own (CELERY_CONFIG_LOG_TAG: the gate in
+    # the worker logs as [CELERY_WORKER]), else the publisher's for publish.
+    default_tag = TAGS["publisher"] if ctx.invoked_subcommand == "publish" else TAGS["cli"]
+    configure_logging(env.log_tag or default_tag, level=log_level.upper())
     overrides = {k: v for k, v in (("redis_url", redis_url), ("namespace", namespace)) if v}
     ctx.obj = Context(Environment(**{**env.__dict__, **overrides}))
 
@@ -108,38 +114,43 @@ def _source(ctx: Context, source: str | None, overlay: str | None) -> tuple[str,
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Seconds to wait for Redis [default: $CELERY_CONFIG_WAIT_TIMEOUT or 30]")
 @pass_context
-@fails_cleanly
 def publish_command(ctx: Context, source: str | None, overlay: str | None, force: bool,
                     timeout: float | None) -> None:
     """Validate the source and publish it in one transaction (no-op when unchanged)."""
     source, overlay = _source(ctx, source, overlay)
     document = load_source(source, overlay)  # invalid source: exit 2 before touching Redis
     wait = ctx.env.wait_timeout if timeout is None else timeout
-    if not wait_for_redis(ctx.env.redis_url, wait, log_tag="[CELERY_CONFIG_PUBLISHER]"):
+    if not wait_for_redis(ctx.env.redis_url, wait):
         raise RedisUnavailable(f"Redis {redacted(ctx.env.redis_url)} still unreachable "
                                f"after {wait:g} s")
     label = f"{source}+{overlay}" if overlay else source
-    result = publish(ctx.client(), ctx.env.namespace, document, source=label, force=force)
+    try:
+        previous = ctx.reader().load().document
+    except CeleryConfigError:  # nothing published, or content that no longer loads
+        previous = None
+    change = describe(previous, document) if previous is not None else None
+    result = publish(ctx.client(), ctx.env.namespace, document, source=label, force=force,
+                     change=change)
     click.echo(json.dumps({"version": result.version, "sha256": result.sha256,
-                           "changed": result.changed}))
+                           "changed": result.changed,
+                           **({"change": change} if change and result.changed else {})}))
 
 
 @main.command("wait")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Seconds [default: $CELERY_CONFIG_WAIT_TIMEOUT or 30]")
 @pass_context
-@fails_cleanly
 def wait_command(ctx: Context, timeout: float | None) -> None:
     """Block until the configuration is published. Exit 0 ready, 3 timed out."""
     wait = ctx.env.wait_timeout if timeout is None else timeout
     if not wait_for_version(ctx.env.redis_url, ctx.env.namespace, wait):
-        _fail(f"timed out after {wait:g} s waiting for {Keys(ctx.env.namespace).version}", 3)
+        raise Failure(f"timed out after {wait:g} s waiting for "
+                      f"{Keys(ctx.env.namespace).version}", 3)
 
 
 @main.command("load")
 @click.option("--no-redis", is_flag=True, help="Skip Redis: last-known-good, then snapshot.")
 @pass_context
-@fails_cleanly
 def load_command(ctx: Context, no_redis: bool) -> None:
     """Walk the fallback chain (Redis, last-known-good, snapshot) and print what was used."""
     loaded = load_config(ctx.env, use_redis=not no_redis)
@@ -150,7 +161,6 @@ def load_command(ctx: Context, no_redis: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
               show_default=True)
 @pass_context
-@fails_cleanly
 def show_command(ctx: Context, fmt: str) -> None:
     """Print the published configuration, secrets redacted."""
     published = ctx.reader().load()
@@ -180,7 +190,6 @@ def show_command(ctx: Context, fmt: str) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default="-",
               help="File to write atomically, or - for stdout.")
 @pass_context
-@fails_cleanly
 def export_command(ctx: Context, source: str | None, overlay: str | None, output: str) -> None:
     """Write the snapshot file (the last fallback) from the source, without Redis."""
     source, overlay = _source(ctx, source, overlay)
@@ -197,7 +206,6 @@ def export_command(ctx: Context, source: str | None, overlay: str | None, output
 @source_option
 @overlay_option
 @pass_context
-@fails_cleanly
 def diff_command(ctx: Context, source: str | None, overlay: str | None) -> None:
     """Source vs published. Exit 0 identical, 1 different."""
     source, overlay = _source(ctx, source, overlay)
@@ -208,18 +216,27 @@ def diff_command(ctx: Context, source: str | None, overlay: str | None) -> None:
         published = type(document)()
     changes = diff(published, document)
     for change in changes:
-        click.echo(change.line())
+        click.echo(f"{change.line()}  ({label(change.section, change.key)})")
     if changes:
+        summary = describe(published, document)
+        needing = summary["restart_required"]
+        click.echo(f"kind: {summary['kind']}" + (
+            "; restart required: " + "; ".join(f"{service} ({', '.join(keys)})" for service, keys
+                                               in summary["services"].items()) if needing else
+            ": every running service applies it without a restart"))
         sys.exit(1)
     click.echo("identical")
 
 
 @main.command("status")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
+              show_default=True)
 @pass_context
-@fails_cleanly
-def status_command(ctx: Context) -> None:
-    """Version, sha256, age and publisher of the published configuration."""
-    published = ctx.reader().load()
+def status_command(ctx: Context, fmt: str) -> None:
+    """The published version and every running instance. Exit 1 when an instance drifts
+    (another sha256), runs on a fallback, waits for a restart or rejected a version."""
+    reader = ctx.reader()
+    published = reader.load()
     meta = published.meta
     age = None
     try:
@@ -227,7 +244,13 @@ def status_command(ctx: Context) -> None:
         age = round((datetime.now(UTC) - published_at).total_seconds())
     except (KeyError, ValueError):
         pass
-    click.echo(json.dumps({
+    fleet = read_fleet(reader.client, ctx.env.namespace)
+    for record in fleet:
+        record["problems"] = problems(record, published.sha256)
+    failing = [record for record in fleet if record["problems"]]
+    change = {"kind": meta.get("change", "unknown"),
+              "restart_required": [k for k in meta.get("restart_required", "").split(",") if k]}
+    report = {
         "namespace": ctx.env.namespace,
         "version": published.version,
         "sha256": published.sha256,
@@ -235,4 +258,24 @@ def status_command(ctx: Context) -> None:
         "age_seconds": age,  # wall clock: meaningless on a Pi that booted without NTP
         "publisher": meta.get("publisher"),
         "source": meta.get("source"),
-    }))
+        "change": change,
+        "fleet": fleet,
+        "in_sync": not failing,
+    }
+    if fmt == "json":
+        click.echo(json.dumps(report))
+    else:
+        click.echo(f"published version {published.version}  sha256 {published.sha256[:12]}  "
+                   f"change {change['kind']}  by {meta.get('publisher')}")
+        click.echo(f"\n{'SERVICE':<8} {'INSTANCE':<28} {'VERSION':>7} {'SHA256':<12} "
+                   f"{'SOURCE':<16} {'BEAT':>5}  STATE")
+        for record in fleet:
+            click.echo(f"{record.get('service', ''):<8} {record.get('instance', ''):<28} "
+                       f"{record.get('version', ''):>7} {record.get('sha256', '')[:12]:<12} "
+                       f"{record.get('source', ''):<16} "
+                       f"{record.get('heartbeat_age', '-')!s:>5}  "
+                       f"{'; '.join(record['problems']) or 'in sync'}")
+        if not fleet:
+            click.echo("(no running instance reports to this namespace)")
+    if failing:
+        sys.exit(1)

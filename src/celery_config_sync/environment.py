@@ -37,6 +37,19 @@ def _optional(text: str) -> str | None:
     return text or None
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _on_restart_required(text: str) -> str:
+    if text not in ("report", "exit"):
+        raise ValueError("must be 'report' or 'exit'")
+    return text
+
+
 @dataclass(frozen=True)
 class Environment:
     redis_url: str = "redis://localhost:6379/0"
@@ -48,6 +61,11 @@ class Environment:
     source: str = "config/celery/source.py"
     overlay: str | None = None
     publish_on_start: bool = False
+    live_reload: bool = True
+    poll_interval: float = 30.0
+    heartbeat_interval: float = 10.0
+    on_restart_required: str = "report"
+    log_tag: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Environment:
@@ -78,4 +96,9 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "source": ("CELERY_CONFIG_SOURCE", str),
     "overlay": ("CELERY_CONFIG_OVERLAY", _optional),
     "publish_on_start": ("CELERY_CONFIG_PUBLISH_ON_START", _flag),
+    "live_reload": ("CELERY_CONFIG_LIVE_RELOAD", _flag),
+    "poll_interval": ("CELERY_CONFIG_POLL_INTERVAL", _positive_seconds),
+    "heartbeat_interval": ("CELERY_CONFIG_HEARTBEAT_INTERVAL", _positive_seconds),
+    "on_restart_required": ("CELERY_CONFIG_ON_RESTART_REQUIRED", _on_restart_required),
+    "log_tag": ("CELERY_CONFIG_LOG_TAG", _optional),
 }

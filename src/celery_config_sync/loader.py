@@ -39,6 +39,11 @@ class LoadedConfig:
         """Celery settings for ``app.conf.update``: kombu Queues, routes, base settings."""
         return self.document.to_celery_settings()
 
+    @classmethod
+    def from_published(cls, published: Published) -> LoadedConfig:
+        return cls(published.document, published.version, published.sha256, "redis",
+                   published.meta)
+
     def summary(self) -> dict[str, Any]:
         return {"source": self.source, "version": self.version, "sha256": self.sha256,
                 "queues": len(self.document.queues), "routes": len(self.document.routes),
@@ -56,9 +61,11 @@ class RedisReader:
         self.client = client
         self.namespace = namespace
         self._last: tuple[Snapshot, Published] | None = None
+        self.last_version_seen: bytes | None = None  # names a version that failed to decode
 
     def load(self) -> Published:
         snapshot = read_snapshot(self.client, self.namespace)
+        self.last_version_seen = snapshot.version
         if self._last is not None and self._last[0] == snapshot:
             return self._last[1]
         published = decode_snapshot(snapshot)
@@ -67,25 +74,27 @@ class RedisReader:
 
 
 def load_config(env: Environment, *, client: redis.Redis | None = None, use_redis: bool = True,
-                log_tag: str = "[CELERY_CONFIG]") -> LoadedConfig:
-    """Walk the fallback chain; raise :class:`NoConfigAvailable` only when every link failed."""
+                reader: RedisReader | None = None) -> LoadedConfig:
+    """Walk the fallback chain; raise :class:`NoConfigAvailable` only when every link failed.
+
+    ``reader`` is the caller's long-lived reader (a service's watcher keeps using it)."""
     failures: list[str] = []
     if use_redis:
-        log.info("%s loading the Celery configuration from Redis %s (namespace %s)...",
-                 log_tag, redacted(env.redis_url), env.namespace)
+        log.info("loading the Celery configuration from Redis %s (namespace %s)...",
+                 redacted(env.redis_url), env.namespace)
         try:
-            published = RedisReader(client or make_client(env.redis_url, retries=1),
-                                    env.namespace).load()
+            reader = reader or RedisReader(client or make_client(env.redis_url, retries=1),
+                                           env.namespace)
+            published = reader.load()
         except redis.RedisError as exc:
             failures.append(f"redis: unreachable ({type(exc).__name__}: {exc})")
         except CeleryConfigError as exc:
             failures.append(f"redis: {exc}")
         else:
-            loaded = LoadedConfig(published.document, published.version, published.sha256,
-                                  "redis", published.meta)
-            _remember(env.fallback_path, loaded, log_tag)
-            return _announce(loaded, log_tag)
-        log.warning("%s %s", log_tag, failures[-1])
+            loaded = LoadedConfig.from_published(published)
+            remember(env.fallback_path, loaded)
+            return _announce(loaded)
+        log.warning("%s", failures[-1])
 
     for source, path in (("last-known-good", env.fallback_path),
                          ("snapshot", env.snapshot_path)):
@@ -96,13 +105,12 @@ def load_config(env: Environment, *, client: redis.Redis | None = None, use_redi
         except (CeleryConfigError, OSError) as exc:
             failures.append(f"{source}: {path}: {exc}")
         else:
-            return _announce(LoadedConfig(document, version, document.sha256, source, meta),
-                             log_tag)
-        log.warning("%s %s", log_tag, failures[-1])
+            return _announce(LoadedConfig(document, version, document.sha256, source, meta))
+        log.warning("%s", failures[-1])
     raise NoConfigAvailable("no Celery configuration available: " + "; ".join(failures))
 
 
-def _remember(path: str, loaded: LoadedConfig, log_tag: str) -> None:
+def remember(path: str, loaded: LoadedConfig) -> None:
     """Write last-known-good, unless it already holds this sha256 (spare the SD card)."""
     try:
         document, version, _ = read_file(path)
@@ -114,13 +122,13 @@ def _remember(path: str, loaded: LoadedConfig, log_tag: str) -> None:
         write_atomic(path, render(loaded.document, version=loaded.version,
                                   meta={**loaded.meta, "sha256": loaded.sha256}))
     except OSError as exc:  # a read-only or full disk must not stop a service that has its config
-        log.warning("%s cannot write last-known-good %s: %s", log_tag, path, exc)
+        log.warning("cannot write last-known-good %s: %s", path, exc)
 
 
-def _announce(loaded: LoadedConfig, log_tag: str) -> LoadedConfig:
+def _announce(loaded: LoadedConfig) -> LoadedConfig:
     level = logging.INFO if loaded.source == "redis" else logging.WARNING
-    log.log(level, "%s Celery configuration loaded from %s: version %d, sha256 %s, "
-                   "%d queues, %d routes, %d settings", log_tag, loaded.source, loaded.version,
+    log.log(level, "Celery configuration loaded from %s: version %d, sha256 %s, "
+                   "%d queues, %d routes, %d settings", loaded.source, loaded.version,
             loaded.sha256[:12], len(loaded.document.queues), len(loaded.document.routes),
             len(loaded.document.base))
     return loaded

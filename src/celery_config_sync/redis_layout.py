@@ -24,7 +24,6 @@ from .validation import validate
 
 SCHEMA_VERSION = "1"
 log = logging.getLogger("celery_config_sync.publisher")
-PUBLISHER_TAG = "[CELERY_CONFIG_PUBLISHER]"
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,11 @@ class Keys:
     def channel(self) -> str:
         return f"{self.namespace}_updates"
 
+    @property
+    def applied_prefix(self) -> str:
+        """Prefix of the fleet's instance records (celery_config_sync.fleet)."""
+        return f"{self.namespace}:applied:"
+
     def section(self, name: str) -> str:
         return f"{self.namespace}:{name}"
 
@@ -71,18 +75,21 @@ def default_publisher() -> str:
 
 
 def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
-            source: str, publisher: str | None = None, force: bool = False) -> PublishResult:
+            source: str, publisher: str | None = None, force: bool = False,
+            change: dict[str, Any] | None = None) -> PublishResult:
     """Validate, then replace the published config in one transaction.
 
     Same sha256 as published (and ``force`` unset): nothing is written, nothing notified.
+    ``change`` (live_settings.describe of the previous content) is kept in meta, so that
+    ``status`` tells whether this version applies live or needs restarts.
     """
     validate(document)
     keys = Keys(namespace)
     sha = document.sha256
     encoded = document.encoded_fields()
     outcome: dict[str, PublishResult] = {}
-    log.info("%s publishing %d queues, %d routes, %d settings (sha256 %s) to %s",
-             PUBLISHER_TAG, len(document.queues), len(document.routes), len(document.base),
+    log.info("publishing %d queues, %d routes, %d settings (sha256 %s) to %s",
+             len(document.queues), len(document.routes), len(document.base),
              sha[:12], namespace)
 
     def transaction(pipe: Any) -> None:
@@ -106,6 +113,8 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
             "publisher": publisher or default_publisher(),
             "source": source,
             "schema_version": SCHEMA_VERSION,
+            "change": change["kind"] if change else "initial",
+            "restart_required": ",".join(change["restart_required"]) if change else "",
         })
         pipe.publish(keys.channel, canonical_json({"version": version, "sha256": sha}))
         outcome["result"] = PublishResult(version, sha, changed=True)
@@ -113,10 +122,10 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
     client.transaction(transaction, keys.version, keys.meta)
     result = outcome["result"]
     if result.changed:
-        log.info("%s published version %d (sha256 %s)", PUBLISHER_TAG, result.version, sha[:12])
+        log.info("published version %d (sha256 %s)", result.version, sha[:12])
     else:
-        log.info("%s unchanged: version %d already holds sha256 %s, nothing published",
-                 PUBLISHER_TAG, result.version, sha[:12])
+        log.info("unchanged: version %d already holds sha256 %s, nothing published",
+                 result.version, sha[:12])
     return result
 
 

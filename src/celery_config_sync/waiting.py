@@ -15,21 +15,19 @@ from .redis_layout import Keys
 log = logging.getLogger("celery_config_sync.wait")
 
 
-def wait_for_version(url: str, namespace: str, timeout: float, *,
-                     log_tag: str = "[CELERY_CONFIG]") -> bool:
+def wait_for_version(url: str, namespace: str, timeout: float) -> bool:
     """True once ``NS:version`` exists, False when ``timeout`` seconds ran out first."""
     key = Keys(namespace).version
     return _poll(url, timeout, lambda client: bool(client.exists(key)),
-                 f"{key} not published yet", log_tag)
+                 f"{key} not published yet")
 
 
-def wait_for_redis(url: str, timeout: float, *, log_tag: str = "[CELERY_CONFIG]") -> bool:
+def wait_for_redis(url: str, timeout: float) -> bool:
     """True once Redis answers PING, False when ``timeout`` seconds ran out first."""
-    return _poll(url, timeout, lambda client: bool(client.ping()), "no PONG", log_tag)
+    return _poll(url, timeout, lambda client: bool(client.ping()), "no PONG")
 
 
-def _poll(url: str, timeout: float, ready: Callable[[redis.Redis], bool], not_ready: str,
-          log_tag: str) -> bool:
+def _poll(url: str, timeout: float, ready: Callable[[redis.Redis], bool], not_ready: str) -> bool:
     """Each attempt's connect and socket timeouts are capped by the time left; between attempts,
     redis-py's exponential backoff with jitter (50 ms doubling up to 2 s)."""
     deadline = time.monotonic() + timeout
@@ -39,13 +37,13 @@ def _poll(url: str, timeout: float, ready: Callable[[redis.Redis], bool], not_re
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            log.warning("%s gave up after %.1f s: %s", log_tag, timeout, problem)
+            log.warning("gave up after %.1f s: %s", timeout, problem)
             return False
         per_try = max(0.05, min(2.0, left))
         client = make_client(url, retries=0, connect_timeout=per_try, socket_timeout=per_try)
         try:
             if ready(client):
-                log.info("%s Redis %s ready", log_tag, redacted(url))
+                log.info("Redis %s ready", redacted(url))
                 return True
             problem = not_ready
         except redis.RedisError as exc:
@@ -54,5 +52,5 @@ def _poll(url: str, timeout: float, ready: Callable[[redis.Redis], bool], not_re
             client.close()
         attempt += 1
         if attempt == 1 or attempt % 10 == 0:
-            log.info("%s waiting: %s", log_tag, problem)
+            log.info("waiting: %s", problem)
         time.sleep(max(0.0, min(backoff.compute(attempt), deadline - time.monotonic())))

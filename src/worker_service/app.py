@@ -1,25 +1,22 @@
 """The Celery app the worker runs: ``celery -A worker_service.app worker``.
 
-Configuration comes from the fallback chain (Redis, last-known-good, snapshot); the broker and
-result URLs come from this service's own environment (CELERY_BROKER_URL, CELERY_RESULT_BACKEND).
+Importing this module touches neither Redis nor a file: the configuration is loaded when the
+worker starts (worker_service.live) and followed live from then on. The broker and result URLs
+come from this service's own environment (CELERY_BROKER_URL, CELERY_RESULT_BACKEND).
 """
 
 from __future__ import annotations
 
-import logging
 import socket
 from typing import Any
 
 from celery import Celery, Task
-from celery_config_sync.celery_app import configure_from_environment
 
 from .delivery import queue_for
+from .live import LiveReload, SharedConfigLoader, runtime
 
-LOG_TAG = "[CELERY_WORKER]"
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-
-app = Celery("worker_service")
-loaded = configure_from_environment(app, log_tag=LOG_TAG)
+app = Celery("worker_service", loader=SharedConfigLoader)
+app.steps["consumer"].add(LiveReload)
 
 # One demo task per queue family, named after the source's routes: each reports the queue it
 # was delivered through, which proves the routing the API applied.
@@ -39,22 +36,35 @@ DEMO_TASKS = (
     "monitoring.heartbeat",
     "demo.echo",
 )
+# Tasks of configurations published later (the live-reload tests add a "reports" queue).
+LATER_TASKS = ("report.build",)
 
 
 def _report(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """What this process applies, and where the message came from."""
+    applied = runtime.live.current if runtime.live is not None else None
     info = dict(task.request.delivery_info or {})
     return {
         "task": task.name,
-        "queue": queue_for(info, app.conf.task_queues or ()),
+        "queue": queue_for(info, applied.routing.queues.values() if applied else ()),
         "exchange": info.get("exchange"),
         "routing_key": info.get("routing_key"),
         "worker": socket.gethostname(),
-        "config_version": loaded.version,
-        "config_source": loaded.source,
+        "config_version": applied.loaded.version if applied else None,
+        "config_source": applied.loaded.source if applied else None,
         "args": list(args),
         "kwargs": kwargs,
     }
 
 
-for _name in DEMO_TASKS:
+for _name in DEMO_TASKS + LATER_TASKS:
     app.task(name=_name, bind=True)(_report)
+
+
+@app.task(name="demo.forward", bind=True)  # type: ignore[untyped-decorator]
+def forward(task: Task, name: str) -> dict[str, Any]:
+    """Send task ``name`` from inside a task: it routes by what this process applies."""
+    sent = app.send_task(name)
+    route = app.amqp.router.route({}, name)
+    return {**_report(task, name), "forwarded": sent.id,
+            "forwarded_queue": getattr(route.get("queue"), "name", None)}

@@ -24,7 +24,7 @@ def test_an_app_routes_by_the_published_config(redis_server: RedisServer,
                                                redis_client: redis.Redis, tmp_path: Path) -> None:
     publish(redis_client, "celery_config", load_source(str(SOURCE), "rpi"), source="test")
     app = Celery("probe", broker=redis_server.url, set_as_current=False)
-    loaded = configure_from_environment(app, log_tag="[CELERY_API]",
+    loaded = configure_from_environment(app,
                                         env=env_for(redis_server, tmp_path))
     assert loaded.source == "redis"
     assert app.conf.worker_concurrency == 2 and app.conf.task_serializer == "json"
@@ -43,11 +43,11 @@ def test_publish_on_start_is_off_by_default_and_on_when_asked(
     env = Environment(**{**env_for(redis_server, tmp_path).__dict__,
                          "snapshot_path": str(snapshot)})
     app = Celery("worker-probe", set_as_current=False)
-    assert configure_from_environment(app, log_tag="[CELERY_WORKER]", env=env).source == "snapshot"
+    assert configure_from_environment(app, env=env).source == "snapshot"
     worker_init.send(sender=None)
     assert not redis_client.exists("celery_config:version")
 
     env = Environment(**{**env.__dict__, "publish_on_start": True})
-    configure_from_environment(app, log_tag="[CELERY_WORKER]", env=env)
+    configure_from_environment(app, env=env)
     worker_init.send(sender=None)
     assert RedisReader(redis_client, "celery_config").load().document == load_source(str(SOURCE))

@@ -141,10 +141,15 @@ def test_diff_reports_each_change_and_exits_1(tmp_path: Path, redis_server: Redi
     result = run("diff", "--source", source, url=redis_server.url)
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        "- routes['scan.discovery'] removed",
-        "+ routes['scan.new'] added",
-        "~ base['task_time_limit'] changed",
+        "- routes['scan.discovery'] removed  (live)",
+        "+ routes['scan.new'] added  (live)",
+        "~ base['task_time_limit'] changed  (restart: worker)",
+        "kind: restart-required; restart required: worker (task_time_limit)",
     ]
+    live_only = write_source(tmp_path, "task_routes['scan.new'] = {'queue': 'scan'}")
+    result = run("diff", "--source", live_only, url=redis_server.url)
+    assert result.stdout.splitlines()[-1] == (
+        "kind: live: every running service applies it without a restart")
 
 
 def test_corrupt_data_is_one_line_not_a_traceback(redis_server: RedisServer,

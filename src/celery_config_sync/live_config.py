@@ -1,0 +1,242 @@
+"""A service's configuration at run time: loaded once at start, then kept up to date live.
+
+:class:`LiveConfig` is what the worker and the API share. It loads through the fallback chain
+with a long-lived reader, builds the routing state, and (live reload on, the default) runs the
+watcher: each re-read that brings a different sha256, version or source is validated (the
+reader does that), turned into a complete new :class:`Applied` state off to the side and
+switched to with one assignment; the service's ``on_apply`` hook then does what only it can
+(the worker changes its consumers on its own event loop). An invalid version is never applied:
+the service keeps what it has, logs one line naming the bad key and reports it.
+
+Every instance keeps its record in the fleet view (:mod:`celery_config_sync.fleet`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from .codec import ConfigDocument
+from .connection import make_client
+from .environment import Environment
+from .errors import CeleryConfigError, NotPublished
+from .fleet import default_instance, delete_record, write_record
+from .live_settings import restart_required
+from .loader import LoadedConfig, RedisReader, load_config, remember
+from .redis_layout import Published
+from .routing import RoutingState, build_routing
+from .watcher import ConfigWatcher
+
+log = logging.getLogger("celery_config_sync.live")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a service applies: the configuration, its routing state, and what waits for a
+    restart. Immutable: a change is a new object, swapped in with one assignment."""
+
+    routing: RoutingState
+    restart_required: tuple[str, ...] = ()
+    applied_at: str = ""
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        return self.routing.loaded
+
+
+OnApply = Callable[["Applied", "Applied"], None]
+
+
+class LiveConfig:
+    """The running configuration of one service instance (``service``: worker, api)."""
+
+    def __init__(self, service: str, env: Environment, *, on_apply: OnApply | None = None,
+                 instance: str | None = None) -> None:
+        self.service = service
+        self.env = env
+        self.instance = instance or default_instance()
+        self.on_apply = on_apply
+        self.reader = RedisReader(make_client(env.redis_url, retries=1), env.namespace)
+        self.watcher: ConfigWatcher | None = None
+        self.last_error = ""
+        self.published: tuple[int, str] | None = None  # last (version, sha256) read in Redis
+        self.applies = 0
+        self._current: Applied | None = None
+        self._started_with: ConfigDocument | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------ state
+    @property
+    def current(self) -> Applied:
+        if self._current is None:
+            raise RuntimeError("LiveConfig.load() has not run")
+        return self._current
+
+    def load(self) -> Applied:
+        """Walk the fallback chain once (raises NoConfigAvailable when every link fails)."""
+        loaded = load_config(self.env, reader=self.reader)
+        if loaded.source == "redis":
+            self.published = (loaded.version, loaded.sha256)
+        self._started_with = loaded.document
+        self._current = Applied(build_routing(loaded), applied_at=_now())
+        return self._current
+
+    def adopt(self, applied: Applied) -> None:
+        """Take a state applied elsewhere (a prefork child adopts its parent's)."""
+        self._current = applied
+
+    # ---------------------------------------------------------------------- live reload
+    def watch(self) -> None:
+        """Start the watcher (when live reload is on) and the fleet heartbeat."""
+        if not self.env.live_reload:
+            log.info("live reload off (CELERY_CONFIG_LIVE_RELOAD=false): a new version is "
+                     "applied at the next restart")
+        if self.watcher is None:
+            self.watcher = ConfigWatcher(
+                self.reader, self.env.redis_url, on_read=self.consider,
+                on_failure=self.failed, on_tick=self.heartbeat,
+                poll_interval=self.env.poll_interval, tick_interval=self.env.heartbeat_interval)
+            if not self.env.live_reload:
+                # Heartbeat only: the fleet view still shows this instance and what it runs.
+                self.watcher.on_read = self._note_published
+            self.watcher.start()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+        with contextlib.suppress(redis.RedisError, OSError):
+            delete_record(self.reader.client, self.env.namespace, self.service, self.instance)
+
+    def _note_published(self, published: Published) -> None:
+        self.published = (published.version, published.sha256)
+
+    def consider(self, published: Published) -> None:
+        """A re-read: apply it if it differs from what runs (the watcher's thread)."""
+        with self._lock:
+            self.published = (published.version, published.sha256)
+            old = self.current
+            running = old.loaded
+            if (running.sha256, running.version, running.source) == (
+                    published.sha256, published.version, "redis"):
+                return
+            loaded = LoadedConfig.from_published(published)
+            try:
+                routing = build_routing(loaded)
+            except Exception as exc:  # validated content kombu still refuses: never applied
+                self._reject(published.version, f"{type(exc).__name__}: {exc}")
+                return
+            assert self._started_with is not None
+            waiting = tuple(restart_required(self._started_with, loaded.document, self.service))
+            new = Applied(routing, waiting, _now())
+            self._current = new  # the switch: one assignment
+            self.applies += 1
+            self.last_error = ""
+            remember(self.env.fallback_path, loaded)
+            log.info("applied version %d (sha256 %s) live, was version %d from %s: %s%s",
+                     loaded.version, loaded.sha256[:12], running.version, running.source,
+                     describe_change(running.document, loaded.document),
+                     f"; restart required for {', '.join(waiting)}" if waiting else "")
+            if self.on_apply is not None:
+                self.on_apply(old, new)
+        self.heartbeat()
+
+    def failed(self, exc: Exception) -> None:
+        """A re-read that failed: nothing is applied, the reason is kept and reported."""
+        if isinstance(exc, NotPublished):
+            problem = "nothing published in Redis (flushed or lost?)"
+        elif isinstance(exc, CeleryConfigError):
+            version = self.reader.last_version_seen
+            self._reject(int(version) if version and version.isdigit() else None, str(exc))
+            return
+        else:
+            problem = f"Redis unreachable: {type(exc).__name__}"
+        if problem != self.last_error:
+            log.warning("%s: keeping version %d", problem, self.current.loaded.version)
+            self.last_error = problem
+
+    def _reject(self, version: int | None, problem: str) -> None:
+        what = f"version {version}" if version is not None else "the published configuration"
+        message = f"rejected {what}: {problem}"
+        if message != self.last_error:  # one line per rejection, not one per re-read
+            log.error("%s; still on version %d", message, self.current.loaded.version)
+            self.last_error = message
+        self.heartbeat()
+
+    # -------------------------------------------------------------------------- reporting
+    def status(self) -> dict[str, Any]:
+        """This instance's facts: the fleet record, plus what Redis holds and whether it lags."""
+        applied = self.current
+        loaded = applied.loaded
+        published_version, published_sha = self.published or (None, None)
+        return {
+            "service": self.service,
+            "instance": self.instance,
+            "version": loaded.version,
+            "sha256": loaded.sha256,
+            "source": loaded.source,
+            "applied_at": applied.applied_at,
+            "restart_required": list(applied.restart_required),
+            "last_error": self.last_error,
+            "live_reload": self.env.live_reload,
+            "published_version": published_version,
+            "published_sha256": published_sha,
+            "lagging": published_sha is not None and published_sha != loaded.sha256,
+        }
+
+    def record(self) -> dict[str, str]:
+        status = self.status()
+        return {
+            "service": self.service,
+            "instance": self.instance,
+            "hostname": self.instance.rsplit(":", 1)[0],
+            "pid": self.instance.rsplit(":", 1)[-1],
+            "version": str(status["version"]),
+            "sha256": status["sha256"],
+            "source": status["source"],
+            "applied_at": status["applied_at"],
+            "restart_required": ",".join(status["restart_required"]),
+            "last_error": status["last_error"],
+            "live_reload": "true" if self.env.live_reload else "false",
+        }
+
+    def heartbeat(self) -> None:
+        """Write this instance's record with a TTL of three heartbeats."""
+        try:
+            write_record(self.reader.client, self.env.namespace, self.record(),
+                         ttl=max(3 * self.env.heartbeat_interval, 5))
+        except (redis.RedisError, OSError) as exc:
+            log.debug("fleet record not written: %s", exc)
+
+
+def describe_change(old: ConfigDocument, new: ConfigDocument) -> str:
+    """``queues +reports -lastfm, routes +1 -1 ~2, settings ~worker_concurrency``."""
+    parts = []
+    for section, title in (("queues", "queues"), ("routes", "routes"), ("base", "settings")):
+        before, after = getattr(old, section), getattr(new, section)
+        added = sorted(after.keys() - before.keys())
+        removed = sorted(before.keys() - after.keys())
+        changed = sorted(k for k in before.keys() & after.keys() if before[k] != after[k])
+        if section == "routes":
+            bits = [f"{sign}{len(keys)}" for sign, keys in
+                    (("+", added), ("-", removed), ("~", changed)) if keys]
+        else:
+            bits = [f"{sign}{k}" for sign, keys in (("+", added), ("-", removed), ("~", changed))
+                    for k in keys]
+        if bits:
+            parts.append(f"{title} {' '.join(bits)}")
+    return ", ".join(parts) or "same content, new version"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+__all__ = ["Applied", "LiveConfig", "describe_change"]
