@@ -1,0 +1,153 @@
+"""The worker and the API as real processes (``celery worker``, ``uvicorn``) against a real
+redis-server: used by the live-reload integration tests and by the reload benchmark
+(bench/reload_bench.py), as tests/redis_process.py serves both with Redis itself."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.redis_process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+             interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def lines(self, pattern: str) -> list[str]:
+        return [line for line in self.log().splitlines() if re.search(pattern, line)]
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+
+def service_environment(redis_url: str, workdir: Path, **extra: str) -> dict[str, str]:
+    """The services' environment: the config and broker in db 0, results in db 1."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("CELERY_CONFIG_", "CELERY_BROKER", "CELERY_RESULT"))}
+    return {**base,
+            "CELERY_CONFIG_REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": redis_url,
+            "CELERY_RESULT_BACKEND": redis_url.rsplit("/", 1)[0] + "/1",
+            "CELERY_CONFIG_SNAPSHOT_PATH": str(workdir / "no-snapshot.json"),
+            "PYTHONUNBUFFERED": "1",
+            **extra}
+
+
+def start_worker(redis_url: str, workdir: Path, *args: str, name: str = "worker",
+                 **extra: str) -> Service:
+    log_path = workdir / f"{name}.log"
+    env = service_environment(redis_url, workdir,
+                              CELERY_CONFIG_FALLBACK_PATH=str(workdir / f"{name}-lkg.json"),
+                              **extra)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "celery"), "--app", "worker_service.app", "worker", "--loglevel=INFO",
+             "--hostname", f"{name}@%h", "--without-gossip", *args],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    service = Service(name, process, log_path)
+    wait_for(lambda: " ready." in service.log() or process.poll() is not None, 60,
+             f"the worker's ready line\n{service.log()[-3000:]}", interval=0.1)
+    assert process.poll() is None, service.log()[-3000:]
+    return service
+
+
+@dataclass
+class Api(Service):
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> Any:
+        return httpx.get(self.url + path, timeout=10).json()
+
+    def enqueue(self, task: str, expect: int = 202, **body: Any) -> dict[str, Any]:
+        response = httpx.post(f"{self.url}/tasks/{task}", json=body, timeout=10)
+        assert response.status_code == expect, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def result(self, task_id: str, timeout: float = 30) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            body: dict[str, Any] = self.get(f"/tasks/{task_id}")
+            return body if body["state"] in ("SUCCESS", "FAILURE") else None
+
+        found: dict[str, Any] = wait_for(done, timeout, f"task {task_id}", interval=0.05)
+        return found
+
+
+def start_api(redis_url: str, workdir: Path, *, name: str = "api", **extra: str) -> Api:
+    port = free_port()
+    log_path = workdir / f"{name}.log"
+    env = service_environment(redis_url, workdir,
+                              CELERY_CONFIG_FALLBACK_PATH=str(workdir / f"{name}-lkg.json"),
+                              **extra)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "uvicorn"), "api_service.app:app", "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    api = Api(name, process, log_path, port)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the API exited\n{api.log()[-3000:]}")
+        try:
+            return httpx.get(api.url + "/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 60, f"the API's /readyz\n{api.log()[-3000:]}", interval=0.1)
+    return api
+
+
+@contextmanager
+def running(*services: Service) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for service in services:
+            service.stop()
