@@ -19,7 +19,7 @@ import redis
 from .connection import make_client, redacted
 from .diffing import diff
 from .environment import Environment
-from .errors import CeleryConfigError, NotPublished, RedisUnavailable
+from .errors import CeleryConfigError, InvalidConfig, NotPublished, RedisUnavailable
 from .fallback_files import render, write_atomic
 from .fleet import problems, read_fleet
 from .live_settings import describe, label
@@ -124,16 +124,10 @@ def publish_command(ctx: Context, source: str | None, overlay: str | None, force
         raise RedisUnavailable(f"Redis {redacted(ctx.env.redis_url)} still unreachable "
                                f"after {wait:g} s")
     label = f"{source}+{overlay}" if overlay else source
-    try:
-        previous = ctx.reader().load().document
-    except CeleryConfigError:  # nothing published, or content that no longer loads
-        previous = None
-    change = describe(previous, document) if previous is not None else None
-    result = publish(ctx.client(), ctx.env.namespace, document, source=label, force=force,
-                     change=change)
+    result = publish(ctx.client(), ctx.env.namespace, document, source=label, force=force)
     click.echo(json.dumps({"version": result.version, "sha256": result.sha256,
                            "changed": result.changed,
-                           **({"change": change} if change and result.changed else {})}))
+                           **({"change": result.change} if result.change else {})}))
 
 
 @main.command("wait")
@@ -236,8 +230,17 @@ def status_command(ctx: Context, fmt: str) -> None:
     """The published version and every running instance. Exit 1 when an instance drifts
     (another sha256), runs on a fallback, waits for a restart or rejected a version."""
     reader = ctx.reader()
-    published = reader.load()
-    meta = published.meta
+    published_error = None
+    try:
+        published = reader.load()
+        version, sha256, meta = published.version, published.sha256, published.meta
+    except InvalidConfig as exc:  # still show the fleet: it is what runs despite bad content
+        published_error = str(exc)
+        snapshot = reader.last_snapshot
+        meta = {k.decode(errors="replace"): v.decode(errors="replace")
+                for k, v in (snapshot.meta if snapshot else {}).items()}
+        seen_version, seen_sha = reader.last_seen()
+        version, sha256 = seen_version or 0, seen_sha or ""
     age = None
     try:
         published_at = datetime.fromisoformat(meta["published_at"])
@@ -246,26 +249,27 @@ def status_command(ctx: Context, fmt: str) -> None:
         pass
     fleet = read_fleet(reader.client, ctx.env.namespace)
     for record in fleet:
-        record["problems"] = problems(record, published.sha256)
+        record["problems"] = problems(record, sha256)
     failing = [record for record in fleet if record["problems"]]
     change = {"kind": meta.get("change", "unknown"),
               "restart_required": [k for k in meta.get("restart_required", "").split(",") if k]}
     report = {
         "namespace": ctx.env.namespace,
-        "version": published.version,
-        "sha256": published.sha256,
+        "version": version,
+        "sha256": sha256,
+        "published_error": published_error,
         "published_at": meta.get("published_at"),
         "age_seconds": age,  # wall clock: meaningless on a Pi that booted without NTP
         "publisher": meta.get("publisher"),
         "source": meta.get("source"),
         "change": change,
         "fleet": fleet,
-        "in_sync": not failing,
+        "in_sync": not failing and published_error is None,
     }
     if fmt == "json":
         click.echo(json.dumps(report))
     else:
-        click.echo(f"published version {published.version}  sha256 {published.sha256[:12]}  "
+        click.echo(f"published version {version}  sha256 {sha256[:12]}  "
                    f"change {change['kind']}  by {meta.get('publisher')}")
         click.echo(f"\n{'SERVICE':<8} {'INSTANCE':<28} {'VERSION':>7} {'SHA256':<12} "
                    f"{'SOURCE':<16} {'BEAT':>5}  STATE")
@@ -277,5 +281,7 @@ def status_command(ctx: Context, fmt: str) -> None:
                        f"{'; '.join(record['problems']) or 'in sync'}")
         if not fleet:
             click.echo("(no running instance reports to this namespace)")
-    if failing:
+        if published_error:
+            click.echo(f"\npublished content is invalid: {published_error}")
+    if failing or published_error:
         sys.exit(1)

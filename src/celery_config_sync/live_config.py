@@ -153,8 +153,10 @@ class LiveConfig:
         if isinstance(exc, NotPublished):
             problem = "nothing published in Redis (flushed or lost?)"
         elif isinstance(exc, CeleryConfigError):
-            version = self.reader.last_version_seen
-            self._reject(int(version) if version and version.isdigit() else None, str(exc))
+            version, sha = self.reader.last_seen()
+            if sha is not None:
+                self.published = (version or 0, sha)
+            self._reject(version, str(exc))
             return
         else:
             problem = f"Redis unreachable: {type(exc).__name__}"

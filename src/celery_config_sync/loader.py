@@ -61,11 +61,20 @@ class RedisReader:
         self.client = client
         self.namespace = namespace
         self._last: tuple[Snapshot, Published] | None = None
-        self.last_version_seen: bytes | None = None  # names a version that failed to decode
+        self.last_snapshot: Snapshot | None = None  # what the last read found, even if invalid
+
+    def last_seen(self) -> tuple[int | None, str | None]:
+        """(version, sha256) that the last read found, as stored, decodable or not."""
+        snapshot = self.last_snapshot
+        if snapshot is None:
+            return None, None
+        version = snapshot.version.decode(errors="replace") if snapshot.version else ""
+        sha = snapshot.meta.get(b"sha256", b"").decode(errors="replace")
+        return (int(version) if version.isdigit() else None), sha or None
 
     def load(self) -> Published:
         snapshot = read_snapshot(self.client, self.namespace)
-        self.last_version_seen = snapshot.version
+        self.last_snapshot = snapshot
         if self._last is not None and self._last[0] == snapshot:
             return self._last[1]
         published = decode_snapshot(snapshot)

@@ -20,6 +20,7 @@ import redis
 
 from .codec import SECTIONS, ConfigDocument, canonical_json
 from .errors import InvalidConfig, NotPublished
+from .live_settings import describe
 from .validation import validate
 
 SCHEMA_VERSION = "1"
@@ -68,6 +69,7 @@ class PublishResult:
     version: int
     sha256: str
     changed: bool
+    change: dict[str, Any] | None = None  # live_settings.describe of the previous content
 
 
 def default_publisher() -> str:
@@ -75,13 +77,12 @@ def default_publisher() -> str:
 
 
 def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
-            source: str, publisher: str | None = None, force: bool = False,
-            change: dict[str, Any] | None = None) -> PublishResult:
+            source: str, publisher: str | None = None, force: bool = False) -> PublishResult:
     """Validate, then replace the published config in one transaction.
 
     Same sha256 as published (and ``force`` unset): nothing is written, nothing notified.
-    ``change`` (live_settings.describe of the previous content) is kept in meta, so that
-    ``status`` tells whether this version applies live or needs restarts.
+    What the new version changes (live, or restart-required and which settings) is kept in
+    meta, so that ``status`` tells what kind of change it was.
     """
     validate(document)
     keys = Keys(namespace)
@@ -99,6 +100,8 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
             outcome["result"] = PublishResult(previous, sha, changed=False)
             return
         version = previous + 1  # WATCH guarantees the INCR below lands on exactly this value
+        before = _lenient_document([pipe.hgetall(keys.section(name)) for name in SECTIONS])
+        change = describe(before, document) if before is not None else None
         pipe.multi()
         for name in SECTIONS:
             pipe.delete(keys.section(name))
@@ -117,7 +120,7 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
             "restart_required": ",".join(change["restart_required"]) if change else "",
         })
         pipe.publish(keys.channel, canonical_json({"version": version, "sha256": sha}))
-        outcome["result"] = PublishResult(version, sha, changed=True)
+        outcome["result"] = PublishResult(version, sha, changed=True, change=change)
 
     client.transaction(transaction, keys.version, keys.meta)
     result = outcome["result"]
@@ -198,6 +201,18 @@ def decode_snapshot(snapshot: Snapshot) -> Published:
     document = ConfigDocument(**decoded)
     validate(document, canonical)
     return Published(document, version, expected, meta)
+
+
+def _lenient_document(hashes: list[dict[bytes, bytes]]) -> ConfigDocument | None:
+    """The previously published content, only to describe a change: None if absent or
+    undecodable (then the change is described as "initial")."""
+    if not any(hashes):
+        return None
+    try:
+        return ConfigDocument(**{name: {k.decode(): json.loads(v) for k, v in fields.items()}
+                                 for name, fields in zip(SECTIONS, hashes, strict=True)})
+    except (ValueError, TypeError):
+        return None
 
 
 def _canonical_from_fields(sections: dict[str, dict[bytes, bytes]]) -> bytes:

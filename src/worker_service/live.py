@@ -81,7 +81,7 @@ class WorkerRuntime:
             log.warning("restart required for %s and CELERY_CONFIG_ON_RESTART_REQUIRED=exit: "
                         "finishing the running tasks, then exiting to restart on version %d",
                         ", ".join(new.restart_required), new.loaded.version)
-            raise WorkerShutdown("restart required by a new configuration version")
+            raise WorkerShutdown(0)  # exit 0: an expected stop, the restart policy restarts it
 
     def _switch_consumers(self, task_consumer: Any, old: Applied, new: Applied) -> None:
         wanted = dict(new.routing.queues.consume_from)
