@@ -228,7 +228,8 @@ def diff_command(ctx: Context, source: str | None, overlay: str | None) -> None:
 @pass_context
 def status_command(ctx: Context, fmt: str) -> None:
     """The published version and every running instance. Exit 1 when an instance drifts
-    (another sha256), runs on a fallback, waits for a restart or rejected a version."""
+    (another sha256), runs on a fallback, waits for a restart or rejected a version; 2 when
+    the published content itself is invalid (the fleet is printed first)."""
     reader = ctx.reader()
     published_error = None
     try:
@@ -281,7 +282,8 @@ def status_command(ctx: Context, fmt: str) -> None:
                        f"{'; '.join(record['problems']) or 'in sync'}")
         if not fleet:
             click.echo("(no running instance reports to this namespace)")
-        if published_error:
-            click.echo(f"\npublished content is invalid: {published_error}")
-    if failing or published_error:
+    if published_error:  # the report is printed, and the contract's line and code follow
+        raise Failure(f"published content is invalid: {published_error}",
+                      InvalidConfig.exit_code)
+    if failing:
         sys.exit(1)

@@ -89,7 +89,8 @@ def test_corrupt_redis_falls_down_the_chain(case: str, with_lkg: bool, env: Envi
     else:
         assert (loaded.source, loaded.version) == ("snapshot", 0)
         assert loaded.document == SNAPSHOT_DOCUMENT
-    assert any(logged in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert any(logged in r.getMessage() for r in caplog.records), [
+        r.getMessage() for r in caplog.records]
 
 
 def test_fallback_order_redis_then_lkg_then_snapshot_then_error(
