@@ -8,7 +8,6 @@ never collide with anyone else's; the API is reached on 127.0.0.1 through API_PO
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -29,7 +28,9 @@ IMAGES = ("redis", "config-seeder", "worker", "api")
 COMPOSE_FILE = ROOT / "compose" / "compose.yaml"
 # Variables of the caller's shell that would change which stack compose runs.
 FOREIGN = ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "DOCKER_DEFAULT_PLATFORM",
-           "API_PORT", "API_BIND", "CELERY_CONFIG_WAIT_TIMEOUT", "CELERY_CONFIG_ON_TIMEOUT")
+           "API_PORT", "API_BIND", "CELERY_CONFIG_WAIT_TIMEOUT", "CELERY_CONFIG_ON_TIMEOUT",
+           "CELERY_CONFIG_LIVE_RELOAD", "CELERY_CONFIG_ON_RESTART_REQUIRED",
+           "CELERY_CONFIG_HEARTBEAT_INTERVAL")
 
 
 def image_ref(name: str) -> str:
@@ -37,14 +38,10 @@ def image_ref(name: str) -> str:
 
 
 def demo_tasks() -> tuple[str, ...]:
-    """worker_service.app.DEMO_TASKS, read without importing the module (importing it loads a
-    configuration through the fallback chain)."""
-    tree = ast.parse((ROOT / "src" / "worker_service" / "app.py").read_text())
-    for node in tree.body:
-        if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id == "DEMO_TASKS"):
-            return tuple(ast.literal_eval(node.value))
-    raise AssertionError("DEMO_TASKS not found in src/worker_service/app.py")
+    """worker_service.app.DEMO_TASKS (importing the worker's module has no side effect)."""
+    from worker_service.app import DEMO_TASKS
+
+    return tuple(DEMO_TASKS)
 
 
 def parse_docker_time(text: str) -> datetime:

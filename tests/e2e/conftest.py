@@ -13,11 +13,13 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from typing import Any
 
 import pytest
 
+from celery_config_sync.codec import ConfigDocument
+from celery_config_sync.loader import LoadedConfig
+from celery_config_sync.routing import build_routing
 from tests.compose_stack import IMAGES, Stack, containers_of, docker, image_ref
 from tests.conftest import SOURCE, free_port, require
 
@@ -26,14 +28,11 @@ NAMESPACE = "celery_config"
 MEASUREMENTS: list[str] = []
 
 
-def expected_queue(routes: dict[str, dict[str, Any]], task: str) -> str:
-    """The queue Celery's router picks from a routes dict: the exact name, else the first glob."""
-    if task in routes:
-        return str(routes[task]["queue"])
-    for pattern, route in routes.items():
-        if fnmatchcase(task, pattern):
-            return str(route["queue"])
-    raise AssertionError(f"no route for {task} in {SOURCE}")
+def expected_queue(document: ConfigDocument, task: str) -> str:
+    """The queue Celery's own router picks for ``task`` in ``document``."""
+    state = build_routing(LoadedConfig(document, 0, document.sha256, "source"))
+    assert state.explicit_route(task) is not None, f"no route for {task} in {SOURCE}"
+    return str(state.route(task)["queue"].name)
 
 
 def now_utc() -> datetime:

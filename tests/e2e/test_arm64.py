@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from celery_config_sync.source import load_source
-from tests.compose_stack import Stack, docker, image_ref
+from tests.compose_stack import Stack, docker, image_ref, wait_until
 from tests.conftest import SOURCE, require
 from tests.e2e.conftest import MEASUREMENTS, make_stack
+from tests.e2e.live_sources import WITH_REPORTS, publish_from, source_dir, starts
 
 pytestmark = pytest.mark.e2e
 
@@ -56,3 +58,21 @@ def test_rpi_profile_runs_the_arm64_images(arm64_stack: Stack) -> None:
     status = stack.result(body["id"], 180)
     assert status["state"] == "SUCCESS", status
     assert (status["result"]["queue"], status["result"]["config_source"]) == ("covers", "redis")
+
+
+def test_arm64_services_apply_an_added_queue_live(arm64_stack: Stack, tmp_path: Path) -> None:
+    stack = arm64_stack
+    before = starts(stack)
+    published = publish_from(stack, source_dir(tmp_path, WITH_REPORTS), "seed-v2")
+    assert published["version"] == 2
+    started = time.monotonic()
+    wait_until(lambda: (stack.readyz() or {}).get("version") == 2, 60, "the API on version 2",
+               interval=0.1)
+    MEASUREMENTS.append(f"arm64 (emulated) live reload: API on version 2 "
+                        f"{time.monotonic() - started:.2f} s after the seeder exited")
+    body = stack.enqueue("report.build")
+    assert body["queue"] == "reports"
+    status = stack.result(body["id"], 180)
+    assert status["state"] == "SUCCESS", status
+    assert (status["result"]["queue"], status["result"]["config_version"]) == ("reports", 2)
+    assert starts(stack) == before

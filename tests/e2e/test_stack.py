@@ -96,14 +96,14 @@ def test_happy_path_every_queue_family_runs_on_its_routed_queue(stack: Stack,
     sent = {}
     for task in tasks:
         body = stack.enqueue(task)
-        assert body["queue"] == expected_queue(source.routes, task), body
+        assert body["queue"] == expected_queue(source, task), body
         sent[task] = body["id"]
     for task, task_id in sent.items():
         status = stack.result(task_id, 60)
         assert status["state"] == "SUCCESS", status
         result: dict[str, Any] = status["result"]
         assert result["task"] == task
-        assert result["queue"] == expected_queue(source.routes, task), (task, result)
+        assert result["queue"] == expected_queue(source, task), (task, result)
         assert (result["config_source"], result["config_version"]) == ("redis", 1)
 
     # The specification's redis-cli checks.

@@ -1,0 +1,104 @@
+"""Live reload in the compose stack (rpi profile, this machine's platform): a configuration
+published by a one-off seeder reaches the running worker and API, whose containers are never
+restarted; ``celery-config status`` in a container shows the fleet.
+
+One stack serves the module, in the order written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.compose_stack import Stack, wait_until
+from tests.e2e.conftest import MEASUREMENTS, make_stack
+from tests.e2e.live_sources import (
+    WITH_REPORTS,
+    document_of,
+    fleet_status,
+    publish_from,
+    source_dir,
+    starts,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(engine: None) -> Iterator[Stack]:
+    # A 2 s heartbeat, so that the fleet view follows within the test's patience.
+    with make_stack("-live", CELERY_CONFIG_HEARTBEAT_INTERVAL="2") as current:
+        current.up(timeout=240)
+        yield current
+
+
+def on_sha(stack: Stack, sha256: str) -> bool:
+    code, report = fleet_status(stack)
+    return code == 0 and len(report["fleet"]) == 2 and all(
+        record["sha256"] == sha256 for record in report["fleet"])
+
+
+def test_a_new_queue_and_route_apply_without_a_restart(stack: Stack, tmp_path: Path) -> None:
+    before = starts(stack)
+    code, report = fleet_status(stack)
+    assert code == 0, report
+    assert sorted(r["service"] for r in report["fleet"]) == ["api", "worker"]
+
+    directory = source_dir(tmp_path, WITH_REPORTS)
+    expected = document_of(directory)
+    published = publish_from(stack, directory, "seed-v2")
+    assert (published["version"], published["sha256"]) == (2, expected.sha256)
+    assert published["change"]["kind"] == "live"
+    applied_at = time.monotonic()
+    wait_until(lambda: (stack.readyz() or {}).get("version") == 2, 10, "the API on version 2",
+               interval=0.05)
+    MEASUREMENTS.append(f"live reload in the stack: API on version 2 "
+                        f"{time.monotonic() - applied_at:.2f} s after the seeder exited")
+
+    body = stack.enqueue("report.build")
+    assert body["queue"] == "reports"
+    result = stack.result(body["id"], 30)["result"]
+    assert (result["queue"], result["config_version"], result["config_source"]) == (
+        "reports", 2, "redis")
+    assert stack.enqueue("scan.discovery")["queue"] == "batch"
+    forwarded = stack.result(forward(stack, "report.build"), 30)["result"]
+    assert (forwarded["config_version"], forwarded["forwarded_queue"]) == (2, "reports")
+    assert "stopped consuming from lastfm" in stack.logs("worker")
+    assert "[CELERY_API] applied version 2" in stack.logs("api")
+    assert starts(stack) == before  # same containers, never restarted
+    wait_until(lambda: on_sha(stack, expected.sha256), 30, "the fleet on version 2")
+
+
+def forward(stack: Stack, task: str) -> str:
+    """demo.forward sends ``task`` from inside the worker (a prefork child): its id."""
+    response = httpx.post(f"{stack.url}/tasks/demo.forward", json={"args": [task]}, timeout=30)
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def recreate_api(stack: Stack, live_reload: str) -> None:
+    stack.compose("up", "--detach", "--wait", "--no-deps", "--force-recreate", "api",
+                  env={"CELERY_CONFIG_LIVE_RELOAD": live_reload})
+
+
+def test_status_exits_1_while_an_instance_drifts(stack: Stack, tmp_path: Path) -> None:
+    """The API held back (live reload off), a new version published: status names the drift
+    and exits 1; the API back with live reload on is in sync again, status exits 0."""
+    recreate_api(stack, "false")
+    try:
+        directory = source_dir(tmp_path, WITH_REPORTS + '\ntask_routes["report.*"] = '
+                                                        '{"queue": "reports"}\n')
+        expected = document_of(directory)
+        assert publish_from(stack, directory, "seed-v3")["version"] == 3
+        wait_until(lambda: fleet_status(stack)[0] == 1, 30, "status to see the drift")
+        code, report = fleet_status(stack)
+        api = next(r for r in report["fleet"] if r["service"] == "api")
+        assert code == 1 and any(p.startswith("drift") for p in api["problems"]), report
+        assert (stack.readyz() or {}).get("lagging") is True
+    finally:
+        recreate_api(stack, "true")
+    wait_until(lambda: on_sha(stack, expected.sha256), 60, "the fleet in sync on version 3")
