@@ -234,7 +234,7 @@ def describe_change(old: ConfigDocument, new: ConfigDocument) -> str:
                     for k in keys]
         if bits:
             parts.append(f"{title} {' '.join(bits)}")
-    return ", ".join(parts) or "same content, new version"
+    return ", ".join(parts) or "same content"
 
 
 def _now() -> str:

@@ -44,6 +44,7 @@ class WorkerRuntime:
         # Queue names of ``-Q``, or None: consume every declared queue.
         self.selected: frozenset[str] | None = None
         self.selection_known = False
+        self.switched: Applied | None = None  # what the consumer and app.amqp follow now
 
     def start(self, app: Celery) -> None:
         env = Environment.from_environ()
@@ -53,6 +54,7 @@ class WorkerRuntime:
         applied = self.live.load()
         configure_app(app, applied.loaded)
         install(app, applied.routing)
+        self.switched = applied
         self.slot = SharedSlot()
         self.slot.write(applied.loaded)
         if env.publish_on_start:
@@ -63,12 +65,18 @@ class WorkerRuntime:
         """The watcher's thread: hand the switch to the consumer's event loop."""
         consumer = self.consumer
         if consumer is None:  # not consuming yet: the consumer will start on app.amqp.queues
-            self.switch(old, new)
+            self.switch()
         else:
-            consumer.call_soon(self.switch, old, new)
+            consumer.call_soon(self.switch)
 
-    def switch(self, old: Applied, new: Applied) -> None:
+    def switch(self) -> None:
+        """Follow the latest applied state (call_soon does not keep the order of callbacks: each
+        switch goes from what the consumer follows to what is current, whatever came between)."""
         assert self.app is not None and self.live is not None and self.slot is not None
+        old, new = self.switched, self.live.current
+        if old is None or new is old:
+            return
+        self.switched = new
         queues = new.routing.queues
         if self.selected is not None:
             queues.select([name for name in sorted(self.selected) if name in queues])
