@@ -53,6 +53,7 @@ lint: install ## ruff, mypy, import contract, hadolint, shellcheck, actionlint
 .PHONY: bench
 bench: install ## Load benchmark (and the image/stack reports when images exist)
 	$(PY) bench/load_bench.py
+	$(PY) bench/reload_bench.py
 
 .PHONY: bake
 bake: ## Build every image for $(PLATFORMS) with docker buildx bake
