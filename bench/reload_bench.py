@@ -48,7 +48,12 @@ from tests.service_processes import Api, Service, start_api, start_worker, wait_
 from celery_config_sync.codec import ConfigDocument, queue_to_dict  # noqa: E402
 from celery_config_sync.connection import make_client  # noqa: E402
 from celery_config_sync.loader import LoadedConfig, RedisReader, remember  # noqa: E402
-from celery_config_sync.redis_layout import decode_snapshot, publish, read_snapshot  # noqa: E402
+from celery_config_sync.redis_layout import (  # noqa: E402
+    Published,
+    decode_snapshot,
+    publish,
+    read_snapshot,
+)
 from celery_config_sync.routing import build_routing  # noqa: E402
 from celery_config_sync.source import load_source  # noqa: E402
 from celery_config_sync.watcher import ConfigWatcher  # noqa: E402
@@ -216,7 +221,8 @@ def idle_costs(server: RedisServer, client: redis.Redis, workdir: Path, worker: 
     is a ConfigWatcher started in this process: what it adds, its own thread's CPU."""
     services = [worker]
     reader = RedisReader(make_client(server.url), NS)
-    watcher = ConfigWatcher(reader, server.url, on_read=lambda _: None, on_failure=lambda _: None)
+    watcher: ConfigWatcher[Published] = ConfigWatcher(
+        reader.load, NS, server.url, on_read=lambda _: None, on_failure=lambda _: None)
     try:
         for live in ("on", "off"):
             services.append(start_api(server.url, workdir, name=f"api-idle-{live}",

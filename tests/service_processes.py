@@ -52,6 +52,9 @@ class Service:
         return [line for line in self.log().splitlines() if re.search(pattern, line)]
 
     def stop(self, timeout: float = 15) -> int:
+        http = getattr(self, "http", None)
+        if http is not None:
+            http.close()
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -97,15 +100,23 @@ def start_worker(redis_url: str, workdir: Path, *args: str, name: str = "worker"
 class Api(Service):
     port: int = 0
 
+    http: httpx.Client | None = None  # one kept-alive client: polling must not load the CPU
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def client(self) -> httpx.Client:
+        if self.http is None:
+            self.http = httpx.Client(base_url=self.url, timeout=10)
+        return self.http
+
     def get(self, path: str) -> Any:
-        return httpx.get(self.url + path, timeout=10).json()
+        return self.client.get(path).json()
 
     def enqueue(self, task: str, expect: int = 202, **body: Any) -> dict[str, Any]:
-        response = httpx.post(f"{self.url}/tasks/{task}", json=body, timeout=10)
+        response = self.client.post(f"/tasks/{task}", json=body)
         assert response.status_code == expect, response.text
         result: dict[str, Any] = response.json()
         return result

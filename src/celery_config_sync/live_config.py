@@ -30,7 +30,7 @@ from .errors import CeleryConfigError, NotPublished
 from .fleet import default_instance, delete_record, write_record
 from .live_settings import restart_required
 from .loader import LoadedConfig, RedisReader, load_config, remember
-from .redis_layout import Published
+from .redis_layout import Published, peek_published
 from .routing import RoutingState, build_routing
 from .watcher import ConfigWatcher
 
@@ -64,7 +64,7 @@ class LiveConfig:
         self.instance = instance or default_instance()
         self.on_apply = on_apply
         self.reader = RedisReader(make_client(env.redis_url, retries=1), env.namespace)
-        self.watcher: ConfigWatcher | None = None
+        self.watcher: ConfigWatcher[Any] | None = None
         self.last_error = ""
         self.published: tuple[int, str] | None = None  # last (version, sha256) read in Redis
         self.applies = 0
@@ -98,15 +98,25 @@ class LiveConfig:
         if not self.env.live_reload:
             log.info("live reload off (CELERY_CONFIG_LIVE_RELOAD=false): a new version is "
                      "applied at the next restart")
-        if self.watcher is None:
-            self.watcher = ConfigWatcher(
-                self.reader, self.env.redis_url, on_read=self.consider,
-                on_failure=self.failed, on_tick=self.heartbeat,
-                poll_interval=self.env.poll_interval, tick_interval=self.env.heartbeat_interval)
-            if not self.env.live_reload:
-                # Heartbeat only: the fleet view still shows this instance and what it runs.
-                self.watcher.on_read = self._note_published
-            self.watcher.start()
+        if self.watcher is not None:
+            return
+        timing = {"poll_interval": self.env.poll_interval,
+                  "tick_interval": self.env.heartbeat_interval}
+        watcher: ConfigWatcher[Any]
+        if self.env.live_reload:
+            watcher = ConfigWatcher(self.reader.load, self.env.namespace, self.env.redis_url,
+                                    on_read=self.consider, on_failure=self.failed,
+                                    on_tick=self.heartbeat, **timing)
+        else:
+            # Off: nothing is applied; a hint costs a peek at the version and sha256 (no
+            # decode), so that the fleet view and /readyz still say this instance lags.
+            watcher = ConfigWatcher(lambda: peek_published(self.reader.client,
+                                                           self.env.namespace),
+                                    self.env.namespace, self.env.redis_url,
+                                    on_read=self._note_published, on_failure=self.failed,
+                                    on_tick=self.heartbeat, **timing)
+        self.watcher = watcher
+        watcher.start()
 
     def stop(self) -> None:
         if self.watcher is not None:
@@ -115,8 +125,10 @@ class LiveConfig:
         with contextlib.suppress(redis.RedisError, OSError):
             delete_record(self.reader.client, self.env.namespace, self.service, self.instance)
 
-    def _note_published(self, published: Published) -> None:
-        self.published = (published.version, published.sha256)
+    def _note_published(self, seen: tuple[int | None, str | None]) -> None:
+        version, sha = seen
+        if sha is not None:
+            self.published = (version or 0, sha)
 
     def consider(self, published: Published) -> None:
         """A re-read: apply it if it differs from what runs (the watcher's thread)."""
@@ -139,13 +151,14 @@ class LiveConfig:
             self._current = new  # the switch: one assignment
             self.applies += 1
             self.last_error = ""
-            remember(self.env.fallback_path, loaded)
             log.info("applied version %d (sha256 %s) live, was version %d from %s: %s%s",
                      loaded.version, loaded.sha256[:12], running.version, running.source,
                      describe_change(running.document, loaded.document),
                      f"; restart required for {', '.join(waiting)}" if waiting else "")
             if self.on_apply is not None:
                 self.on_apply(old, new)
+            # Last: the disk (two fsyncs; an SD card is slow) never delays the switch.
+            remember(self.env.fallback_path, loaded, check_existing=False)
         self.heartbeat()
 
     def failed(self, exc: Exception) -> None:

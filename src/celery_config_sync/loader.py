@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -34,9 +35,10 @@ class LoadedConfig:
     source: str  # one of SOURCES
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def settings(self) -> dict[str, Any]:
-        """Celery settings for ``app.conf.update``: kombu Queues, routes, base settings."""
+        """Celery settings for ``app.conf.update``: kombu Queues, routes, base settings (built
+        once: a load, the routing state and the worker's install all read them)."""
         return self.document.to_celery_settings()
 
     @classmethod
@@ -119,14 +121,16 @@ def load_config(env: Environment, *, client: redis.Redis | None = None, use_redi
     raise NoConfigAvailable("no Celery configuration available: " + "; ".join(failures))
 
 
-def remember(path: str, loaded: LoadedConfig) -> None:
-    """Write last-known-good, unless it already holds this sha256 (spare the SD card)."""
-    try:
-        document, version, _ = read_file(path)
-        if document.sha256 == loaded.sha256 and version == loaded.version:
-            return
-    except (CeleryConfigError, OSError):
-        pass
+def remember(path: str, loaded: LoadedConfig, *, check_existing: bool = True) -> None:
+    """Write last-known-good, unless it already holds this sha256 (spare the SD card).
+    ``check_existing=False``: the caller knows the file holds something else (a live apply)."""
+    if check_existing:
+        try:
+            document, version, _ = read_file(path)
+            if document.sha256 == loaded.sha256 and version == loaded.version:
+                return
+        except (CeleryConfigError, OSError):
+            pass
     try:
         write_atomic(path, render(loaded.document, version=loaded.version,
                                   meta={**loaded.meta, "sha256": loaded.sha256}))

@@ -143,6 +143,17 @@ class Snapshot:
     meta: dict[bytes, bytes]
 
 
+def peek_published(client: redis.Redis, namespace: str) -> tuple[int | None, str | None]:
+    """The published version and sha256 alone, in one round trip, nothing decoded."""
+    keys = Keys(namespace)
+    pipe = client.pipeline(transaction=True)
+    pipe.get(keys.version)
+    pipe.hget(keys.meta, "sha256")
+    version, sha = pipe.execute()
+    text = version.decode(errors="replace") if version is not None else ""
+    return (int(text) if text.isdigit() else None), (sha.decode(errors="replace") if sha else None)
+
+
 def read_snapshot(client: redis.Redis, namespace: str) -> Snapshot:
     """Every key in ONE round trip (MULTI/EXEC pipeline): a consistent snapshot."""
     keys = Keys(namespace)
@@ -195,8 +206,8 @@ def decode_snapshot(snapshot: Snapshot) -> Published:
         for raw_key, raw_value in fields.items():
             key = _text(name, raw_key)
             try:
-                decoded[name][key] = json.loads(raw_value)
-            except ValueError as exc:
+                decoded[name][key] = _FIELD_DECODER.decode(raw_value.decode())
+            except ValueError as exc:  # UnicodeDecodeError included
                 raise InvalidConfig(f"{name}[{key!r}]", f"malformed JSON: {exc}") from None
     document = ConfigDocument(**decoded)
     validate(document, canonical)
@@ -215,12 +226,19 @@ def _lenient_document(hashes: list[dict[bytes, bytes]]) -> ConfigDocument | None
         return None
 
 
+# Hot in every load (about 100 fields): the decoder's own method, not json.loads (which
+# re-detects the encoding of bytes on each call), and the encoder's C string quoting, which is
+# exactly what canonical_json does to a str (ensure_ascii=False).
+_FIELD_DECODER = json.JSONDecoder()
+_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
 def _canonical_from_fields(sections: dict[str, dict[bytes, bytes]]) -> bytes:
     parts = []
     for name in sorted(sections):
         fields = sections[name]
         items = sorted((_text(name, k), v) for k, v in fields.items())
-        body = b",".join(canonical_json(k).encode() + b":" + v for k, v in items)
+        body = b",".join(_json_string(k).encode() + b":" + v for k, v in items)
         parts.append(canonical_json(name).encode() + b":{" + body + b"}")
     return b"{" + b",".join(parts) + b"}"
 

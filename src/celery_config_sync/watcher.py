@@ -22,14 +22,14 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 
 from .connection import make_client, redacted
 from .errors import CeleryConfigError
-from .loader import RedisReader
-from .redis_layout import Keys, Published
+from .redis_layout import Keys
 
 log = logging.getLogger("celery_config_sync.watcher")
 
@@ -40,19 +40,25 @@ COALESCE_MAX = 0.25
 HEALTH_CHECK_INTERVAL = 15.0
 
 
-class ConfigWatcher:
-    """Calls ``on_read`` with every successful re-read, ``on_failure`` with every failed one
-    (invalid content, nothing published, Redis unreachable), and ``on_tick`` every
-    ``tick_interval`` seconds (the caller's heartbeat), all from the watcher's own thread."""
+T = TypeVar("T")
 
-    def __init__(self, reader: RedisReader, redis_url: str, *,
-                 on_read: Callable[[Published], None],
+
+class ConfigWatcher(Generic[T]):
+    """Calls ``read`` on every hint, and ``on_read`` with what it returned, ``on_failure`` with
+    every failed read (invalid content, nothing published, Redis unreachable), and ``on_tick``
+    every ``tick_interval`` seconds (the caller's heartbeat), all from the watcher's own thread.
+
+    ``read`` is the caller's long-lived ``RedisReader.load`` (live reload), or a peek at the
+    published version and sha256 alone (live reload off: the service only reports a lag)."""
+
+    def __init__(self, read: Callable[[], T], namespace: str, redis_url: str, *,
+                 on_read: Callable[[T], None],
                  on_failure: Callable[[Exception], None],
                  on_tick: Callable[[], None] | None = None,
                  poll_interval: float = 30.0, tick_interval: float = 10.0) -> None:
-        self.reader = reader
+        self.read = read
         self.redis_url = redis_url
-        self.channel = Keys(reader.namespace).channel
+        self.channel = Keys(namespace).channel
         self.on_read = on_read
         self.on_failure = on_failure
         self.on_tick = on_tick
@@ -141,11 +147,11 @@ class ConfigWatcher:
     def _reread(self) -> None:
         self.rereads += 1
         try:
-            published = self.reader.load()
+            found = self.read()
         except (CeleryConfigError, redis.ResponseError) as exc:
             self.on_failure(exc)
             return
-        self.on_read(published)
+        self.on_read(found)
 
     def _tick(self) -> None:
         if self.on_tick is None:

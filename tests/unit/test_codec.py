@@ -1,9 +1,12 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kombu import Exchange, Queue, binding
 
-from celery_config_sync.codec import ConfigDocument, queue_from_dict, queue_to_dict
+from celery_config_sync.codec import ConfigDocument, canonical_json, queue_from_dict, queue_to_dict
+from celery_config_sync.redis_layout import _json_string
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE
 
@@ -65,3 +68,11 @@ def test_canonical_form_is_independent_of_insertion_order(document: ConfigDocume
     assert shuffled.sha256 == document.sha256
     changed = ConfigDocument(document.queues, document.routes, {**document.base, "timezone": "X"})
     assert changed.sha256 != document.sha256
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_the_fast_key_quoting_of_load_is_canonical_json(key: str) -> None:
+    """decode_snapshot rebuilds the canonical text with the encoder's C quoting: it must be the
+    canonical form of any key whatsoever, or a sha256 check would fail on valid content."""
+    assert _json_string(key) == canonical_json(key)
