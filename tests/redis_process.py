@@ -25,8 +25,9 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server process of our own: started, stopped and restarted by the tests."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.extra_args = extra_args  # more redis-server options (--requirepass secret...)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -38,7 +39,7 @@ class RedisServer:
         binary = redis_server_binary() or "redis-server"
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "no", "--dir", str(self.workdir), *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 10
@@ -46,6 +47,8 @@ class RedisServer:
             try:
                 client.ping()
                 return
+            except redis.AuthenticationError:
+                return  # it answers, and wants a password (extra_args: --requirepass)
             except redis.ConnectionError:
                 if time.monotonic() > deadline:
                     raise RuntimeError("redis-server did not start") from None

@@ -42,7 +42,7 @@ class SharedSlot:
     def write(self, loaded: LoadedConfig) -> int:
         payload = canonical_json({
             "version": loaded.version, "sha256": loaded.sha256, "source": loaded.source,
-            "meta": loaded.meta, "config": loaded.document.sections(),
+            "meta": loaded.meta, "config": loaded.document.as_mapping(),
         }).encode()
         if HEADER.size + len(payload) > SIZE:
             raise ValueError(f"configuration of {len(payload)} bytes does not fit the slot")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,14 @@ import redis
 from .connection import make_client, redacted
 from .diffing import diff
 from .environment import Environment
-from .errors import CeleryConfigError, InvalidConfig, NotPublished, RedisUnavailable
+from .errors import (
+    CeleryConfigError,
+    InvalidConfig,
+    NotPublished,
+    RedisAccessDenied,
+    RedisUnavailable,
+    is_wrong_type,
+)
 from .fallback_files import render, write_atomic
 from .fleet import problems, read_fleet
 from .live_settings import describe, label
@@ -45,29 +53,78 @@ class Failure(click.ClickException):
 
 
 class CleanGroup(click.Group):
-    """Turns every expected failure of a command into a :class:`Failure`: never a traceback."""
+    """Turns every expected failure of a command into a :class:`Failure`: never a traceback.
+
+    Redis refusing access (NOAUTH, WRONGPASS, NOPERM) is a usage error, exit 2; a key of the
+    wrong Redis type (WRONGTYPE) is corrupt data, exit 2, naming the key when it can be found;
+    any other Redis error counts as unreachable, exit 3."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CeleryConfigError as exc:
             raise Failure(str(exc), exc.exit_code) from None
+        except RedisAccessDenied.causes as exc:
+            where = redacted(ctx.obj.env.redis_url) if isinstance(ctx.obj, Context) else "server"
+            raise Failure(str(RedisAccessDenied.from_redis(exc, where)),
+                          RedisAccessDenied.exit_code) from None
+        except redis.ResponseError as exc:
+            if not is_wrong_type(exc):
+                raise Failure(f"Redis unreachable: {type(exc).__name__}: {exc}",
+                              RedisUnavailable.exit_code) from None
+            keys = self.wrong_type_keys(ctx.obj) if isinstance(ctx.obj, Context) else []
+            raise Failure(f"corrupt data in Redis: wrong Redis type"
+                          f"{' of ' + ', '.join(keys) if keys else ''} ({exc})",
+                          InvalidConfig.exit_code) from None
         except redis.RedisError as exc:
             raise Failure(f"Redis unreachable: {type(exc).__name__}: {exc}",
                           RedisUnavailable.exit_code) from None
         except OSError as exc:
             raise Failure(f"{type(exc).__name__}: {exc}", 1) from None
 
+    @staticmethod
+    def wrong_type_keys(context: Context) -> list[str]:
+        """The namespace's keys that hold another type than the layout's (best effort: one
+        short look, nothing if Redis does not answer it)."""
+        keys = Keys(context.env.namespace)
+        expected = {keys.queues: "hash", keys.routes: "hash", keys.base: "hash",
+                    keys.version: "string", keys.meta: "hash"}
+        found = []
+        try:
+            client = make_client(context.env.redis_url, retries=0,
+                                 deadline=time.monotonic() + 1.0)
+            pipe = client.pipeline(transaction=False)
+            for key in expected:
+                pipe.type(key)
+            for (key, wanted), held in zip(expected.items(), pipe.execute(), strict=True):
+                actual = held.decode() if isinstance(held, bytes) else str(held)
+                if actual not in ("none", wanted):
+                    found.append(f"{key} (holds a {actual}, expected a {wanted})")
+        except (redis.RedisError, CeleryConfigError, OSError):
+            return []
+        return found
+
 
 class Context:
+    """What every command shares: the environment, and the command's deadline.
+
+    Every command's Redis work is bounded by one budget counted from the command's start:
+    ``publish`` and ``wait`` by their ``--timeout`` (default ``CELERY_CONFIG_WAIT_TIMEOUT``);
+    ``show``, ``status``, ``diff`` and ``load`` by ``CELERY_CONFIG_WAIT_TIMEOUT`` (default 30 s;
+    at least 1 s, so that 0, "the gate never waits", still lets them read). A Redis that does
+    not answer in time is exit 3, within about a second of the budget."""
+
     def __init__(self, env: Environment) -> None:
         self.env = env
+        self.deadline = time.monotonic() + max(env.wait_timeout, 1.0)
 
-    def client(self) -> redis.Redis:
-        return make_client(self.env.redis_url)
+    def client(self, deadline: float | None = None) -> redis.Redis:
+        """A client bounded by ``deadline`` (``time.monotonic()``), by default the command's."""
+        return make_client(self.env.redis_url,
+                           deadline=self.deadline if deadline is None else deadline)
 
     def reader(self) -> RedisReader:
-        return RedisReader(self.client(), self.env.namespace)
+        return RedisReader(self.client(), self.env.namespace, allow=self.env.allow_unsafe)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -117,14 +174,24 @@ def _source(ctx: Context, source: str | None, overlay: str | None) -> tuple[str,
 def publish_command(ctx: Context, source: str | None, overlay: str | None, force: bool,
                     timeout: float | None) -> None:
     """Validate the source and publish it in one transaction (no-op when unchanged)."""
-    source, overlay = _source(ctx, source, overlay)
-    document = load_source(source, overlay)  # invalid source: exit 2 before touching Redis
     wait = ctx.env.wait_timeout if timeout is None else timeout
-    if not wait_for_redis(ctx.env.redis_url, wait):
+    deadline = time.monotonic() + wait  # the whole command: the wait for Redis and the publish
+    source, overlay = _source(ctx, source, overlay)
+    # An invalid source: exit 2 before touching Redis.
+    document = load_source(source, overlay, allow=ctx.env.allow_unsafe)
+    if not wait_for_redis(ctx.env.redis_url, max(0.0, deadline - time.monotonic())):
         raise RedisUnavailable(f"Redis {redacted(ctx.env.redis_url)} still unreachable "
                                f"after {wait:g} s")
     label = f"{source}+{overlay}" if overlay else source
-    result = publish(ctx.client(), ctx.env.namespace, document, source=label, force=force)
+    try:
+        result = publish(ctx.client(deadline), ctx.env.namespace, document, source=label,
+                         force=force, allow=ctx.env.allow_unsafe)
+    except RedisAccessDenied.causes:
+        raise  # exit 2 (CleanGroup)
+    except (redis.TimeoutError, redis.ConnectionError) as exc:
+        raise RedisUnavailable(f"Redis {redacted(ctx.env.redis_url)} answered, then did not "
+                               f"complete the publish within {wait:g} s "
+                               f"({type(exc).__name__}: {exc})") from None
     click.echo(json.dumps({"version": result.version, "sha256": result.sha256,
                            "changed": result.changed,
                            **({"change": result.change} if result.change else {})}))
@@ -187,7 +254,7 @@ def show_command(ctx: Context, fmt: str) -> None:
 def export_command(ctx: Context, source: str | None, overlay: str | None, output: str) -> None:
     """Write the snapshot file (the last fallback) from the source, without Redis."""
     source, overlay = _source(ctx, source, overlay)
-    document = load_source(source, overlay)
+    document = load_source(source, overlay, allow=ctx.env.allow_unsafe)
     label = f"{source}+{overlay}" if overlay else source
     text = render(document, version=0, meta={"source": label, "sha256": document.sha256})
     if output == "-":
@@ -203,7 +270,7 @@ def export_command(ctx: Context, source: str | None, overlay: str | None, output
 def diff_command(ctx: Context, source: str | None, overlay: str | None) -> None:
     """Source vs published. Exit 0 identical, 1 different."""
     source, overlay = _source(ctx, source, overlay)
-    document = load_source(source, overlay)
+    document = load_source(source, overlay, allow=ctx.env.allow_unsafe)
     try:
         published = ctx.reader().load().document
     except NotPublished:

@@ -17,11 +17,19 @@ from typing import Any
 from kombu.entity import Exchange, Queue, binding
 
 from .errors import InvalidConfig
+from .value_types import from_json, to_json
 
-SECTIONS = ("queues", "routes", "base")
+SECTIONS = ("queues", "routes", "base", "app")
+# Sections whose declared order is configuration: Celery's MapRoute tries glob routes in the
+# order declared, and the Redis transport's "priority" queue order strategy follows the order
+# of task_queues. Hashes and sorted files do not keep it: it travels beside them, in ORDER_KEY.
+ORDERED_SECTIONS = ("queues", "routes")
+ORDER_KEY = "order"
 
 # Settings published in their own hash, never in ``base``.
 STRUCTURED_SETTINGS = {"task_queues": "queues", "task_routes": "routes"}
+# The declared place of an application's own keys (not Celery settings) in a source module.
+APP_SETTINGS = "app_settings"
 
 
 def canonical_json(value: Any) -> str:
@@ -30,65 +38,118 @@ def canonical_json(value: Any) -> str:
                       allow_nan=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ConfigDocument:
-    """The JSON form of one configuration: what is published, loaded, exported and diffed."""
+    """The JSON form of one configuration: what is published, loaded, exported and diffed.
+
+    ``queues`` and ``routes`` keep their declared order (dicts keep insertion order); the
+    canonical form, hence the sha256, covers that order. Values are JSON, with Celery's value
+    types tagged (celery_config_sync.value_types).
+    """
 
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
     routes: dict[str, dict[str, Any]] = field(default_factory=dict)
     base: dict[str, Any] = field(default_factory=dict)
+    app: dict[str, Any] = field(default_factory=dict)
 
     def sections(self) -> dict[str, dict[str, Any]]:
-        return {"queues": self.queues, "routes": self.routes, "base": self.base}
+        return {"queues": self.queues, "routes": self.routes, "base": self.base,
+                "app": self.app}
+
+    def order(self) -> dict[str, list[str]]:
+        return {"queues": list(self.queues), "routes": list(self.routes)}
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The sections and the order: what :meth:`from_mapping` reads back (files, the slot)."""
+        return {**self.sections(), ORDER_KEY: self.order()}
 
     def canonical(self) -> str:
-        return canonical_json(self.sections())
+        return canonical_json(self.as_mapping())
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.canonical().encode()).hexdigest()
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConfigDocument):
+            return NotImplemented
+        return (self.sections(), self.order()) == (other.sections(), other.order())
+
+    def __hash__(self) -> int:
+        return hash(self.sha256)
+
+    def is_empty(self) -> bool:
+        return not any(self.sections().values())
+
     def encoded_fields(self) -> dict[str, dict[str, str]]:
-        """Per-section field -> JSON text, the form stored in the Redis hashes."""
-        return {
-            name: {key: canonical_json(value) for key, value in section.items()}
-            for name, section in self.sections().items()
-        }
+        """Per-hash field -> JSON text, the form stored in Redis: the sections, then the order
+        (one field per ordered section, a JSON array of its keys)."""
+        fields = {name: {key: canonical_json(value) for key, value in section.items()}
+                  for name, section in self.sections().items()}
+        fields[ORDER_KEY] = {name: canonical_json(keys) for name, keys in self.order().items()}
+        return fields
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ConfigDocument:
-        """From ``{"queues": ..., "routes": ..., "base": ...}`` (a file); types checked later."""
-        sections = {}
+        """From ``{"queues": ..., "routes": ..., "base": ..., "app": ..., "order": ...}`` (a
+        file); ``order`` absent: sorted (files written before order was kept). Types are
+        checked by validation."""
+        sections: dict[str, dict[str, Any]] = {}
         for name in SECTIONS:
             section = data.get(name, {})
             if not isinstance(section, dict):
                 raise InvalidConfig(name, f"must be an object, got {type(section).__name__}")
             sections[name] = section
-        return cls(**sections)
+        order = data.get(ORDER_KEY)
+        return cls(**ordered(sections, order if order is not None else {
+            name: sorted(sections[name]) for name in ORDERED_SECTIONS}))
 
     @classmethod
     def from_celery_settings(cls, settings: Mapping[str, Any]) -> ConfigDocument:
-        """From Celery-style settings (``task_queues`` of kombu Queues, ``task_routes`` dict)."""
+        """From Celery-style settings (``task_queues`` of kombu Queues, ``task_routes`` dict,
+        ``app_settings``): values JSON cannot hold are tagged, or refused naming the key."""
         queues: dict[str, dict[str, Any]] = {}
         for queue in _as_queue_list(settings.get("task_queues") or ()):
             if queue.name in queues:
                 raise InvalidConfig(f"queues[{queue.name!r}]", "declared twice")
-            queues[queue.name] = queue_to_dict(queue)
+            queues[queue.name] = to_json(queue_to_dict(queue), f"queues[{queue.name!r}]")
         routes = settings.get("task_routes") or {}
         if not isinstance(routes, Mapping):
             raise InvalidConfig("task_routes", "must be a dict of task name or glob -> route")
-        base = {k: _jsonable(v) for k, v in settings.items() if k not in STRUCTURED_SETTINGS}
-        return cls(queues=queues, routes={str(k): _jsonable(v) for k, v in routes.items()},
-                   base=base)
+        app = settings.get(APP_SETTINGS) or {}
+        if not isinstance(app, Mapping):
+            raise InvalidConfig(APP_SETTINGS, "must be a dict of the application's own keys")
+        base = {k: to_json(v, f"base.{k}") for k, v in settings.items()
+                if k not in STRUCTURED_SETTINGS and k != APP_SETTINGS}
+        return cls(queues=queues,
+                   routes={str(k): to_json(v, f"routes[{k!r}]") for k, v in routes.items()},
+                   base=base, app={str(k): to_json(v, f"app.{k}") for k, v in app.items()})
 
     def to_celery_settings(self) -> dict[str, Any]:
-        """Settings ready for ``app.conf.update``: kombu Queue objects and a routes dict."""
-        settings = dict(self.base)
-        # Sorted by name: a Redis hash has no order, and the same config must give the same app.
-        settings["task_queues"] = tuple(queue_from_dict(self.queues[name])
-                                        for name in sorted(self.queues))
+        """Settings ready for ``app.conf.update``: kombu Queues and the routes dict in their
+        declared order, Celery's value types decoded; the application's keys too."""
+        settings = {key: from_json(value, f"base.{key}") for key, value in self.base.items()}
+        settings.update({key: from_json(value, f"app.{key}") for key, value in self.app.items()})
+        settings["task_queues"] = tuple(queue_from_dict(queue) for queue in self.queues.values())
         settings["task_routes"] = {k: dict(v) for k, v in self.routes.items()}
         return settings
+
+
+def ordered(sections: dict[str, dict[str, Any]], order: Any) -> dict[str, dict[str, Any]]:
+    """``sections`` with queues and routes rebuilt in ``order``; the order must name exactly
+    the keys of its section."""
+    if not isinstance(order, Mapping):
+        raise InvalidConfig(ORDER_KEY, "must be an object of key lists")
+    result = dict(sections)
+    for name in ORDERED_SECTIONS:
+        keys = order.get(name, [])
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise InvalidConfig(f"{ORDER_KEY}.{name}", "must be an array of names")
+        if len(keys) != len(set(keys)) or set(keys) != set(sections[name]):
+            raise InvalidConfig(f"{ORDER_KEY}.{name}",
+                                f"does not list exactly the {len(sections[name])} {name}")
+        result[name] = {key: sections[name][key] for key in keys}
+    return result
 
 
 def _as_queue_list(value: Any) -> Iterable[Queue]:
@@ -97,17 +158,6 @@ def _as_queue_list(value: Any) -> Iterable[Queue]:
         if not isinstance(item, Queue):
             raise InvalidConfig("task_queues", f"holds {type(item).__name__}, not a kombu Queue")
         yield item
-
-
-def _jsonable(value: Any) -> Any:
-    """Tuples become lists (JSON has no tuple); anything JSON cannot hold is left for validation."""
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
 
 
 def queue_to_dict(queue: Queue) -> dict[str, Any]:

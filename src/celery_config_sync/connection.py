@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from .errors import CeleryConfigError
+from .errors import CeleryConfigError, RedisAccessDenied
 
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
+MIN_TIMEOUT = 0.05  # the shortest connect or socket timeout a client gets, deadline or not
+
+T = TypeVar("T")
 
 
 def redacted(url: str) -> str:
@@ -24,18 +29,78 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+class BoundedRetry(Retry):
+    """redis-py's Retry with two limits: an access error (NOAUTH, WRONGPASS, NOPERM) is never
+    retried, and with a ``deadline`` (``time.monotonic()``) no operation starts once it has
+    passed and a retry starts only when its backoff and one whole attempt (``attempt_time``
+    seconds at most) end before it."""
+
+    def __init__(self, backoff: AbstractBackoff, retries: int, *, deadline: float | None = None,
+                 attempt_time: float = 0.0) -> None:
+        super().__init__(backoff, retries)
+        self.deadline = deadline
+        self.attempt_time = attempt_time
+
+    def call_with_retry(self, do: Callable[[], T], fail: Callable[..., Any],
+                        is_retryable: Callable[[Exception], bool] | None = None,
+                        with_failure_count: bool = False) -> T:
+        # Retry.call_with_retry's loop (redis-py 8), with the two limits added.
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise redis.TimeoutError("the command's time budget ran out")
+        self._backoff.reset()
+        failures = 0
+        while True:
+            try:
+                return do()
+            except self._supported_errors as error:
+                if is_retryable is not None and not is_retryable(error):
+                    raise
+                failures += 1
+                if with_failure_count:
+                    fail(error, failures)
+                else:
+                    fail(error)
+                if isinstance(error, RedisAccessDenied.causes) or (
+                        0 <= self._retries < failures):
+                    raise
+                pause = self._backoff.compute(failures)
+                if self.deadline is not None and (
+                        time.monotonic() + pause + self.attempt_time > self.deadline):
+                    raise
+                if pause > 0:
+                    time.sleep(pause)
+
+
 def make_client(url: str, *, retries: int = 3, connect_timeout: float = CONNECT_TIMEOUT,
-                socket_timeout: float = SOCKET_TIMEOUT, **kwargs: Any) -> redis.Redis:
-    """A client that retries connection errors ``retries`` times with full-jitter backoff."""
+                socket_timeout: float = SOCKET_TIMEOUT, deadline: float | None = None,
+                **kwargs: Any) -> redis.Redis:
+    """A client that retries connection errors ``retries`` times with full-jitter backoff.
+
+    Access errors (wrong or missing password, missing ACL permission) are never retried.
+
+    ``deadline`` (a ``time.monotonic()`` value) bounds everything the client does: its
+    connect and socket timeouts are capped so that its ``retries + 1`` attempts fit in the
+    time left, no retry starts unless it ends before the deadline, and no operation starts
+    after it (``redis.TimeoutError``). Without it, an operation against a Redis that accepts
+    connections and never answers takes ``(retries + 1) x socket_timeout`` plus the backoff
+    (about 20 s with the defaults)."""
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise CeleryConfigError(f"invalid Redis URL {redacted(url)!r}: "
                                 "expected redis://, rediss:// or unix://")
+    attempt_time = 0.0
+    if deadline is not None:
+        per_attempt = max(MIN_TIMEOUT, (deadline - time.monotonic()) / (retries + 1))
+        socket_timeout = max(MIN_TIMEOUT, min(socket_timeout, per_attempt))
+        connect_timeout = max(MIN_TIMEOUT, min(connect_timeout, socket_timeout))
+        attempt_time = max(socket_timeout, connect_timeout)
+    retry = BoundedRetry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries,
+                         deadline=deadline, attempt_time=attempt_time)
     try:
         return redis.Redis.from_url(
             url,
             socket_connect_timeout=connect_timeout,
             socket_timeout=socket_timeout,
-            retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries),
+            retry=retry,
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             **kwargs,
         )

@@ -37,6 +37,10 @@ def _optional(text: str) -> str | None:
     return text or None
 
 
+def _names(text: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in text.split(",") if name.strip())
+
+
 def _positive_seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -66,6 +70,7 @@ class Environment:
     heartbeat_interval: float = 10.0
     on_restart_required: str = "report"
     log_tag: str | None = None
+    allow_unsafe: frozenset[str] = frozenset()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Environment:
@@ -101,4 +106,5 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "heartbeat_interval": ("CELERY_CONFIG_HEARTBEAT_INTERVAL", _positive_seconds),
     "on_restart_required": ("CELERY_CONFIG_ON_RESTART_REQUIRED", _on_restart_required),
     "log_tag": ("CELERY_CONFIG_LOG_TAG", _optional),
+    "allow_unsafe": ("CELERY_CONFIG_ALLOW_UNSAFE", _names),
 }

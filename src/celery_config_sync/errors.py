@@ -1,5 +1,9 @@
 """Errors, each carrying its CLI exit code (DESIGN.md): 1 check failed, 2 invalid, 3 timed out."""
 
+from __future__ import annotations
+
+import redis
+
 
 class CeleryConfigError(Exception):
     """Base class: a one-line, user-facing message and the exit code it maps to."""
@@ -43,3 +47,41 @@ class NoConfigAvailable(CeleryConfigError):
     """Every link of the fallback chain failed."""
 
     exit_code = 1
+
+
+class RedisAccessDenied(CeleryConfigError):
+    """Redis answered but refused this client: no or wrong password (NOAUTH, WRONGPASS) or an
+    ACL user without the permissions it needs (NOPERM).
+
+    A configuration error, not an outage: exit 2, never retried (waiting does not fix a
+    password), and a service does not start on a stale fallback because of it.
+    """
+
+    exit_code = 2
+
+    # What redis-py raises for these replies (8.x): AuthenticationError and AuthorizationError
+    # are ConnectionErrors (so redis-py's own Retry would retry them), NoPermissionError and
+    # AuthenticationWrongNumberOfArgsError are ResponseErrors.
+    causes: tuple[type[redis.RedisError], ...] = (
+        redis.exceptions.AuthenticationError,
+        redis.exceptions.AuthorizationError,
+        redis.exceptions.NoPermissionError,
+        redis.exceptions.AuthenticationWrongNumberOfArgsError,
+    )
+
+    @classmethod
+    def from_redis(cls, exc: BaseException, where: str) -> RedisAccessDenied:
+        """``where``: the Redis URL, password already redacted."""
+        return cls(f"Redis {where} refused access ({type(exc).__name__}: {exc}): check the "
+                   "user and password in the Redis URL and that user's ACL permissions")
+
+
+def is_wrong_type(exc: BaseException) -> bool:
+    """A WRONGTYPE reply: a key of the namespace holds another Redis type than the layout's."""
+    return isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc)
+
+
+def wrong_type(key: str, expected: str, actual: str | None = None) -> InvalidConfig:
+    """The corrupt-data error for a key of the wrong Redis type, naming the key."""
+    holds = f"holds a {actual}" if actual else "holds another type"
+    return InvalidConfig(key, f"corrupt data: wrong Redis type ({holds}, expected a {expected})")

@@ -14,7 +14,8 @@ from .codec import ConfigDocument
 from .errors import InvalidConfig
 from .validation import LIMITS, validate
 
-FORMAT = "celery-config/1"
+# 2: the declared order of queues and routes, and the application's keys (as layout 2 in Redis).
+FORMAT = "celery-config/2"
 
 
 def render(document: ConfigDocument, *, version: int, meta: dict[str, str]) -> str:
@@ -23,7 +24,7 @@ def render(document: ConfigDocument, *, version: int, meta: dict[str, str]) -> s
         "version": version,
         "sha256": document.sha256,
         "meta": meta,
-        "config": document.sections(),
+        "config": document.as_mapping(),
     }, indent=2, sort_keys=True) + "\n"
 
 
@@ -54,19 +55,29 @@ def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> 
         os.close(dir_fd)
 
 
-def read_file(path: str | os.PathLike[str]) -> tuple[ConfigDocument, int, dict[str, Any]]:
-    """Parse, check the sha256 and validate a fallback file: (document, version, meta)."""
+def read_file(path: str | os.PathLike[str], *, allow: frozenset[str] = frozenset(),
+              ) -> tuple[ConfigDocument, int, dict[str, Any]]:
+    """Parse, check the sha256 and validate a fallback file: (document, version, meta).
+
+    Strict like a load from Redis: no NaN/Infinity, no duplicate keys, no nesting deep enough
+    to exhaust the parser; every refusal is an :class:`InvalidConfig`."""
     target = Path(path)
     where = target.name
     size = target.stat().st_size  # FileNotFoundError is the caller's "absent"
     if size > LIMITS["total_bytes"] * 4:  # pretty-printed: allow for indentation
         raise InvalidConfig(where, f"{size} bytes, too large for a config file")
     try:
-        data = json.loads(target.read_text(encoding="utf-8"))
+        data = json.loads(target.read_text(encoding="utf-8"), parse_constant=_no_constant,
+                          object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise InvalidConfig(where, "nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidConfig(where, f"malformed JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InvalidConfig(f"{where}.format", f"expected {FORMAT!r}")
+        found = data.get("format") if isinstance(data, dict) else None
+        raise InvalidConfig(f"{where}.format", f"expected {FORMAT!r}, found {found!r}" + (
+            " (written by an older celery-config: it is replaced at the next load from Redis)"
+            if found == "celery-config/1" else ""))
     config = data.get("config")
     if not isinstance(config, dict):
         raise InvalidConfig(f"{where}.config", "missing or not an object")
@@ -76,6 +87,19 @@ def read_file(path: str | os.PathLike[str]) -> tuple[ConfigDocument, int, dict[s
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise InvalidConfig(f"{where}.version", "must be an integer >= 0")
-    validate(document)
+    validate(document, allow=allow)
     meta = data.get("meta")
     return document, version, meta if isinstance(meta, dict) else {}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        keys = [key for key, _ in pairs]
+        duplicate = next(key for key in keys if keys.count(key) > 1)
+        raise ValueError(f"duplicate key {duplicate!r}")
+    return result

@@ -63,7 +63,8 @@ class LiveConfig:
         self.env = env
         self.instance = instance or default_instance()
         self.on_apply = on_apply
-        self.reader = RedisReader(make_client(env.redis_url, retries=1), env.namespace)
+        self.reader = RedisReader(make_client(env.redis_url, retries=1), env.namespace,
+                                  allow=env.allow_unsafe)
         self.watcher: ConfigWatcher[Any] | None = None
         self.last_error = ""
         self.published: tuple[int, str] | None = None  # last (version, sha256) read in Redis

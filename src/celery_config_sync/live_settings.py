@@ -85,8 +85,8 @@ def restart_required(started: ConfigDocument, current: ConfigDocument,
 def describe(old: ConfigDocument, new: ConfigDocument) -> dict[str, Any]:
     """What publishing ``new`` over ``old`` changes, by kind: ``{"kind": "live"|"restart-
     required"|"none", "restart_required": {...per service...}}``."""
-    live = any(old.queues.get(k) != new.queues.get(k) for k in old.queues.keys()
-               | new.queues.keys()) or old.routes != new.routes
+    live = (old.queues != new.queues or old.routes != new.routes
+            or old.order() != new.order() or old.app != new.app)
     changed = changed_settings(old, new)
     live = live or any(kind_of("base", key) == LIVE for key in changed)
     per_service = {service: restart_required(old, new, service) for service in SERVICES}

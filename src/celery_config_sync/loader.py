@@ -7,6 +7,7 @@ link is logged with the bad key and the next one is tried.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -16,7 +17,7 @@ import redis
 from .codec import ConfigDocument
 from .connection import make_client, redacted
 from .environment import Environment
-from .errors import CeleryConfigError, NoConfigAvailable
+from .errors import CeleryConfigError, NoConfigAvailable, RedisAccessDenied
 from .fallback_files import read_file, render, write_atomic
 from .redis_layout import Published, Snapshot, decode_snapshot, read_snapshot
 
@@ -59,9 +60,11 @@ class RedisReader:
     costs one round trip and a comparison, not a re-parse.
     """
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: redis.Redis, namespace: str, *,
+                 allow: frozenset[str] = frozenset()) -> None:
         self.client = client
         self.namespace = namespace
+        self.allow = allow  # unsafe settings this process accepts (CELERY_CONFIG_ALLOW_UNSAFE)
         self._last: tuple[Snapshot, Published] | None = None
         self.last_snapshot: Snapshot | None = None  # what the last read found, even if invalid
 
@@ -79,7 +82,7 @@ class RedisReader:
         self.last_snapshot = snapshot
         if self._last is not None and self._last[0] == snapshot:
             return self._last[1]
-        published = decode_snapshot(snapshot)
+        published = decode_snapshot(snapshot, allow=self.allow)
         self._last = (snapshot, published)
         return published
 
@@ -88,15 +91,36 @@ def load_config(env: Environment, *, client: redis.Redis | None = None, use_redi
                 reader: RedisReader | None = None) -> LoadedConfig:
     """Walk the fallback chain; raise :class:`NoConfigAvailable` only when every link failed.
 
-    ``reader`` is the caller's long-lived reader (a service's watcher keeps using it)."""
+    ``reader`` is the caller's long-lived reader (a service's watcher keeps using it). Without
+    ``reader`` or ``client``, the Redis link gets a client of its own, bounded by
+    ``CELERY_CONFIG_WAIT_TIMEOUT`` (at least 1 s, so that 0, "never wait", still reads): a
+    Redis that accepts connections and never answers costs at most that before the files.
+
+    What each failure of the Redis link means:
+
+    * unreachable (connection refused, timed out): the next link, last-known-good, then the
+      snapshot: Redis may come back, the watcher will catch up;
+    * corrupt content (a bad field, a sha256 mismatch, a key of the wrong Redis type:
+      WRONGTYPE): the next link too, the log naming the key;
+    * access refused (no or wrong password, ACL user lacking a permission: NOAUTH, WRONGPASS,
+      NOPERM): :class:`RedisAccessDenied` is raised (exit 2 in the CLI), no fallback.
+      Decision: it is a configuration error that waiting does not fix, so a service stops
+      on it, as when no configuration exists at all, rather than run, maybe for weeks, on
+      a stale fallback that its watcher could never replace (it would be refused too).
+    """
     failures: list[str] = []
     if use_redis:
         log.info("loading the Celery configuration from Redis %s (namespace %s)...",
                  redacted(env.redis_url), env.namespace)
         try:
-            reader = reader or RedisReader(client or make_client(env.redis_url, retries=1),
-                                           env.namespace)
+            if reader is None:
+                deadline = time.monotonic() + max(env.wait_timeout, 1.0)
+                reader = RedisReader(client or make_client(env.redis_url, retries=1,
+                                                           deadline=deadline), env.namespace,
+                                     allow=env.allow_unsafe)
             published = reader.load()
+        except RedisAccessDenied.causes as exc:
+            raise RedisAccessDenied.from_redis(exc, redacted(env.redis_url)) from None
         except redis.RedisError as exc:
             failures.append(f"redis: unreachable ({type(exc).__name__}: {exc})")
         except CeleryConfigError as exc:
@@ -110,7 +134,7 @@ def load_config(env: Environment, *, client: redis.Redis | None = None, use_redi
     for source, path in (("last-known-good", env.fallback_path),
                          ("snapshot", env.snapshot_path)):
         try:
-            document, version, meta = read_file(path)
+            document, version, meta = read_file(path, allow=env.allow_unsafe)
         except FileNotFoundError:
             failures.append(f"{source}: {path} does not exist")
         except (CeleryConfigError, OSError) as exc:

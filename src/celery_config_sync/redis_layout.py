@@ -18,12 +18,14 @@ from typing import Any
 
 import redis
 
-from .codec import SECTIONS, ConfigDocument, canonical_json
-from .errors import InvalidConfig, NotPublished
+from .codec import ORDER_KEY, SECTIONS, ConfigDocument, canonical_json, ordered
+from .errors import InvalidConfig, NotPublished, is_wrong_type, wrong_type
 from .live_settings import describe
 from .validation import validate
 
-SCHEMA_VERSION = "1"
+# 2: the declared order of queues and routes (NS:order) and the application's keys (NS:app).
+SCHEMA_VERSION = "2"
+HASHES = (*SECTIONS, ORDER_KEY)
 log = logging.getLogger("celery_config_sync.publisher")
 
 
@@ -77,14 +79,15 @@ def default_publisher() -> str:
 
 
 def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
-            source: str, publisher: str | None = None, force: bool = False) -> PublishResult:
+            source: str, publisher: str | None = None, force: bool = False,
+            allow: frozenset[str] = frozenset()) -> PublishResult:
     """Validate, then replace the published config in one transaction.
 
     Same sha256 as published (and ``force`` unset): nothing is written, nothing notified.
     What the new version changes (live, or restart-required and which settings) is kept in
     meta, so that ``status`` tells what kind of change it was.
     """
-    validate(document)
+    validate(document, allow=allow)
     keys = Keys(namespace)
     sha = document.sha256
     encoded = document.encoded_fields()
@@ -103,7 +106,7 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
         before = _lenient_document([pipe.hgetall(keys.section(name)) for name in SECTIONS])
         change = describe(before, document) if before is not None else None
         pipe.multi()
-        for name in SECTIONS:
+        for name in HASHES:
             pipe.delete(keys.section(name))
             if encoded[name]:
                 pipe.hset(keys.section(name), mapping=encoded[name])
@@ -136,35 +139,59 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
 class Snapshot:
     """What one read of the namespace returned, still as bytes."""
 
-    queues: dict[bytes, bytes]
-    routes: dict[bytes, bytes]
-    base: dict[bytes, bytes]
+    hashes: dict[str, dict[bytes, bytes]]  # each of HASHES: field -> stored JSON bytes
     version: bytes | None
     meta: dict[bytes, bytes]
 
 
 def peek_published(client: redis.Redis, namespace: str) -> tuple[int | None, str | None]:
-    """The published version and sha256 alone, in one round trip, nothing decoded."""
+    """The published version and sha256 alone, in one round trip, nothing decoded.
+
+    A key of the wrong Redis type raises :class:`InvalidConfig` naming it (corrupt data)."""
     keys = Keys(namespace)
     pipe = client.pipeline(transaction=True)
     pipe.get(keys.version)
     pipe.hget(keys.meta, "sha256")
-    version, sha = pipe.execute()
+    replies = pipe.execute(raise_on_error=False)
+    for key, expected, reply in zip((keys.version, keys.meta), ("string", "hash"), replies,
+                                    strict=True):
+        if is_wrong_type(reply):
+            raise wrong_type(key, expected)
+        if isinstance(reply, redis.RedisError):
+            raise reply
+    version, sha = replies
     text = version.decode(errors="replace") if version is not None else ""
     return (int(text) if text.isdigit() else None), (sha.decode(errors="replace") if sha else None)
 
 
 def read_snapshot(client: redis.Redis, namespace: str) -> Snapshot:
-    """Every key in ONE round trip (MULTI/EXEC pipeline): a consistent snapshot."""
+    """Every key in ONE round trip (MULTI/EXEC pipeline): a consistent snapshot.
+
+    A key of the wrong Redis type (Redis answers WRONGTYPE) is corrupt content, not an
+    unreachable Redis: it raises :class:`InvalidConfig` naming the key and the type it holds,
+    so that every reader (the CLI, the fallback chain, the watcher) treats it as invalid."""
     keys = Keys(namespace)
+    expected = {**{keys.section(name): "hash" for name in HASHES},
+                keys.version: "string", keys.meta: "hash"}
     pipe = client.pipeline(transaction=True)
-    pipe.hgetall(keys.queues)
-    pipe.hgetall(keys.routes)
-    pipe.hgetall(keys.base)
+    for name in HASHES:
+        pipe.hgetall(keys.section(name))
     pipe.get(keys.version)
     pipe.hgetall(keys.meta)
-    queues, routes, base, version, meta = pipe.execute()
-    return Snapshot(queues, routes, base, version, meta)
+    replies = pipe.execute(raise_on_error=False)
+    for key, reply in zip(expected, replies, strict=True):
+        if is_wrong_type(reply):
+            actual = None
+            try:  # one more round trip, on this error path only, to say what the key holds
+                held = client.type(key)
+                actual = held.decode() if isinstance(held, bytes) else str(held)
+            except redis.RedisError:
+                pass
+            raise wrong_type(key, expected[key], actual)
+        if isinstance(reply, redis.RedisError):
+            raise reply
+    *hashes, version, meta = replies
+    return Snapshot(dict(zip(HASHES, hashes, strict=True)), version, meta)
 
 
 @dataclass(frozen=True)
@@ -175,43 +202,76 @@ class Published:
     meta: dict[str, str]
 
 
-def decode_snapshot(snapshot: Snapshot) -> Published:
-    """Check and decode a snapshot; raise :class:`InvalidConfig` naming the bad key and field."""
+def decode_snapshot(snapshot: Snapshot, *, allow: frozenset[str] = frozenset()) -> Published:
+    """Check and decode a snapshot; raise :class:`InvalidConfig` naming the bad key and field.
+
+    A field is accepted only if it is canonical JSON that re-encodes to exactly the stored
+    bytes: that refuses NaN/Infinity, duplicate keys, any other spelling of the same value (the
+    sha256 covers the bytes, so the parsed content must be what was hashed), and nesting deep
+    enough to exhaust the parser. Whatever is refused here is never written to last-known-good.
+    """
     if snapshot.version is None:
         raise NotPublished("no configuration published under this namespace (version missing)")
-    try:
-        version = int(snapshot.version)
-    except ValueError:
-        raise InvalidConfig("version", f"not an integer: {snapshot.version[:40]!r}") from None
+    text = snapshot.version.decode(errors="replace")
+    if not text.isdigit() or text.startswith("0"):
+        raise InvalidConfig("version", f"must be an integer >= 1, got {text[:40]!r}")
+    version = int(text)
     meta = {_text("meta", k): _text(f"meta.{k!r}", v) for k, v in snapshot.meta.items()}
     expected = meta.get("sha256")
     if not expected:
         raise InvalidConfig("meta.sha256", "missing")
-    if not (snapshot.queues or snapshot.routes or snapshot.base):
-        raise InvalidConfig("queues/routes/base",
-                            f"version {version} exists but every hash is empty")
-    sections = {"queues": snapshot.queues, "routes": snapshot.routes, "base": snapshot.base}
+    _check_schema(meta.get("schema_version", "1"))
+    if not any(snapshot.hashes[name] for name in SECTIONS):
+        raise InvalidConfig("config", f"version {version} exists but every hash is empty")
     # The stored texts are canonical JSON, so the canonical document is their concatenation:
     # the sha256 is checked on the bytes as stored, before anything is parsed.
-    canonical = _canonical_from_fields(sections)
+    canonical = _canonical_from_fields(snapshot.hashes)
     actual = hashlib.sha256(canonical).hexdigest()
     if actual != expected:
         raise InvalidConfig("meta.sha256", f"content hashes to {actual[:12]}, meta says "
                                            f"{expected[:12]}: partial or tampered write")
     # Each field parses on its own: parsing the concatenation would be faster, but a field
     # such as '600,"task_serializer":"pickle"' could then smuggle in a key of its own.
-    decoded: dict[str, dict[str, Any]] = {}
-    for name, fields in sections.items():
-        decoded[name] = {}
-        for raw_key, raw_value in fields.items():
-            key = _text(name, raw_key)
-            try:
-                decoded[name][key] = _FIELD_DECODER.decode(raw_value.decode())
-            except ValueError as exc:  # UnicodeDecodeError included
-                raise InvalidConfig(f"{name}[{key!r}]", f"malformed JSON: {exc}") from None
-    document = ConfigDocument(**decoded)
-    validate(document, canonical)
+    decoded = {name: {_text(name, raw_key): _strict_field(f"{name}[{raw_key!r}]", raw_value)
+                      for raw_key, raw_value in fields.items()}
+               for name, fields in snapshot.hashes.items()}
+    order = decoded.pop(ORDER_KEY)
+    document = ConfigDocument(**ordered(decoded, order))
+    validate(document, canonical, allow=allow)
     return Published(document, version, expected, meta)
+
+
+def _check_schema(schema: str) -> None:
+    if schema == SCHEMA_VERSION:
+        return
+    if schema.isdigit() and int(schema) < int(SCHEMA_VERSION):
+        raise InvalidConfig("meta.schema_version",
+                            f"layout {schema} was published by an older celery-config (no "
+                            f"declared order): publish again with this one (layout "
+                            f"{SCHEMA_VERSION})")
+    raise InvalidConfig("meta.schema_version",
+                        f"layout {schema[:20]!r} is newer than this celery-config reads (up to "
+                        f"{SCHEMA_VERSION}): upgrade the service's image")
+
+
+def _strict_field(where: str, raw: bytes) -> Any:
+    """One stored field: JSON whose canonical re-encoding is exactly ``raw``."""
+    where = where.replace("b'", "'")
+    try:
+        text = raw.decode()
+        value = _FIELD_DECODER.decode(text)
+    except RecursionError:
+        raise InvalidConfig(where, "nested too deeply") from None
+    except ValueError as exc:  # malformed, or not UTF-8 (UnicodeDecodeError)
+        raise InvalidConfig(where, f"malformed JSON: {exc}") from None
+    try:
+        same = canonical_json(value) == text
+    except (ValueError, RecursionError):  # NaN/Infinity parse, but have no canonical form
+        same = False
+    if not same:
+        raise InvalidConfig(where, "not canonical JSON (duplicate keys, NaN, or another "
+                                   "spelling of the value): not what was hashed")
+    return value
 
 
 def _lenient_document(hashes: list[dict[bytes, bytes]]) -> ConfigDocument | None:
@@ -221,8 +281,8 @@ def _lenient_document(hashes: list[dict[bytes, bytes]]) -> ConfigDocument | None
         return None
     try:
         return ConfigDocument(**{name: {k.decode(): json.loads(v) for k, v in fields.items()}
-                                 for name, fields in zip(SECTIONS, hashes, strict=True)})
-    except (ValueError, TypeError):
+                                 for name, fields in zip(SECTIONS, hashes, strict=False)})
+    except (ValueError, TypeError, RecursionError):
         return None
 
 

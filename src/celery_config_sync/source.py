@@ -18,12 +18,13 @@ from typing import Any
 
 from kombu.entity import Queue
 
-from .codec import ConfigDocument
+from .codec import APP_SETTINGS, ConfigDocument
 from .errors import SourceError
 from .validation import validate
 
 
-def load_source(source: str, overlay: str | None = None) -> ConfigDocument:
+def load_source(source: str, overlay: str | None = None, *,
+                allow: frozenset[str] = frozenset()) -> ConfigDocument:
     """Import ``source`` (and its overlay), then validate; raise on the first problem."""
     module = _import(source)
     settings = module_settings(module)
@@ -33,7 +34,7 @@ def load_source(source: str, overlay: str | None = None) -> ConfigDocument:
             raise SourceError(f"overlay {overlay!r} not found: {overlay_path} does not exist")
         settings = apply_overlay(settings, module_settings(_import(str(overlay_path))))
     document = ConfigDocument.from_celery_settings(settings)
-    validate(document)
+    validate(document, allow=allow)
     return document
 
 
@@ -49,10 +50,13 @@ def module_settings(module: ModuleType) -> dict[str, Any]:
 
 
 def apply_overlay(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    plain = {k: v for k, v in overlay.items() if k not in ("task_queues", "task_routes")}
+    plain = {k: v for k, v in overlay.items()
+             if k not in ("task_queues", "task_routes", APP_SETTINGS)}
     merged = {**base, **plain}
     if "task_routes" in overlay:
         merged["task_routes"] = {**(base.get("task_routes") or {}), **overlay["task_routes"]}
+    if APP_SETTINGS in overlay:
+        merged[APP_SETTINGS] = {**(base.get(APP_SETTINGS) or {}), **overlay[APP_SETTINGS]}
     if "task_queues" in overlay:
         queues: dict[str, Queue] = {q.name: q for q in base.get("task_queues") or ()}
         queues.update({q.name: q for q in overlay["task_queues"]})

@@ -8,16 +8,17 @@ own option table (``celery.app.defaults``) names and types the settings.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
-from celery.app.defaults import NAMESPACES, Option, flatten
+from celery.app.defaults import DEFAULTS, NAMESPACES, Option, flatten
 from kombu.entity import Exchange, Queue
 from kombu.transport.virtual.exchange import STANDARD_EXCHANGE_TYPES
 
 from .codec import STRUCTURED_SETTINGS, ConfigDocument, canonical_json
 from .errors import InvalidConfig
+from .value_types import check_tags, from_json, tag_of
 
 # Sane sizes: the real deployment is ~14 queues, ~60 routes, ~20 settings and a few KiB.
 LIMITS = {
@@ -26,6 +27,7 @@ LIMITS = {
     "queues": 256,
     "routes": 4096,
     "base": 512,
+    "app": 512,
 }
 
 # JSON types accepted for each Celery option type ("any": whatever JSON holds).
@@ -70,6 +72,65 @@ URL_WITH_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]+@", re
 NAME = re.compile(r"^[A-Za-z0-9_.:*?\[\]-]{1,200}$")
 
 
+# Celery's value types (value_types.py) a setting of each option type may hold.
+TAGS_FOR_OPTION_TYPE: dict[str, set[str]] = {
+    "float": {"timedelta"},
+    "int": {"timedelta"},
+    "list": {"tuple"},
+    "tuple": {"tuple"},
+    "string": set(),
+    "str": set(),
+    "bool": set(),
+}
+APP_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
+
+
+def _not_json_only(_: str, value: Any) -> bool:
+    values = [value] if isinstance(value, str) else list(value or ())
+    return any(v not in ("json", "application/json") for v in values)
+
+
+def _set(_: str, value: Any) -> bool:
+    return value not in (None, "", [], (), {})
+
+
+def _not_default(setting: str, value: Any) -> bool:
+    return bool(value != DEFAULTS.get(setting))
+
+
+# Settings that whoever can write Redis must not be able to switch on for every service:
+# they turn configuration into code execution, or move traffic to another host. Refused at
+# publish and at load unless the validating process allows them by name in its own
+# environment (CELERY_CONFIG_ALLOW_UNSAFE). Setting -> (reason, when it applies).
+UnsafeRule = tuple[str, Callable[[str, Any], bool]]
+_SERIALIZER = "names a serializer other than JSON (pickle and yaml run code on load)"
+_CODE = "names code to import and run"
+_TRAFFIC = "moves traffic to another host than the service's own environment says"
+UNSAFE_SETTINGS: dict[str, UnsafeRule] = {
+    "accept_content": (_SERIALIZER, _not_json_only),
+    "result_accept_content": (_SERIALIZER, _not_json_only),
+    "task_serializer": (_SERIALIZER, _not_json_only),
+    "result_serializer": (_SERIALIZER, _not_json_only),
+    "event_serializer": (_SERIALIZER, _not_json_only),
+    "imports": (_CODE, _set),
+    "include": (_CODE, _set),
+    "worker_pool": (_CODE, _not_default),
+    "worker_consumer": (_CODE, _not_default),
+    "worker_timer": (_CODE, _not_default),
+    "worker_autoscaler": (_CODE, _not_default),
+    "beat_scheduler": (_CODE, _not_default),
+    "task_annotations": (_CODE, _set),
+    "worker_state_db": ("names a file the worker writes", _set),
+    "broker_url": (_TRAFFIC, _set),
+    "broker_read_url": (_TRAFFIC, _set),
+    "broker_write_url": (_TRAFFIC, _set),
+    "result_backend": (_TRAFFIC, _set),
+    "cache_backend": (_TRAFFIC, _set),
+    "database_url": (_TRAFFIC, _set),
+    "s3_endpoint_url": (_TRAFFIC, _set),
+}
+
+
 # Where Celery's table types an option by how it parses environment strings rather than by the
 # value it takes ("string" for an int priority), the value type wins.
 OPTION_TYPE_CORRECTIONS = {
@@ -90,12 +151,18 @@ def option_type(setting: str) -> str | None:
     return kind if isinstance(kind, str) else kind.__name__
 
 
-def validate(document: ConfigDocument, canonical: bytes | None = None) -> None:
+def validate(document: ConfigDocument, canonical: bytes | None = None, *,
+             allow: frozenset[str] = frozenset()) -> None:
     """Raise :class:`InvalidConfig` naming the first offending key; return None when valid.
 
     ``canonical`` is the document's canonical JSON when the caller already has it (a load
     hashes it anyway): sizes and the secret screen then cost one pass over those bytes.
+    ``allow``: the unsafe settings the validating process accepts (CELERY_CONFIG_ALLOW_UNSAFE
+    in its own environment).
     """
+    if document.is_empty():
+        raise InvalidConfig("config", "empty: no queue, route or setting (publish and load "
+                                      "refuse it alike)")
     text = document.canonical().encode() if canonical is None else canonical
     _check_sizes(document, len(text))
     if SECRET_WORD_SCREEN.search(text.lower()) or URL_PASSWORD_SCREEN.search(text):
@@ -110,6 +177,10 @@ def validate(document: ConfigDocument, canonical: bytes | None = None) -> None:
         _check_route(pattern, route, document.queues)
     for setting, value in sorted(document.base.items()):
         _check_setting(setting, value)
+        _check_safe(setting, value, allow)
+    for key, value in sorted(document.app.items()):
+        _check_app_key(key, value)
+    _check_beat_routes(document.base.get("beat_schedule"), document.queues)
     default_queue = document.base.get("task_default_queue")
     if document.queues and default_queue is not None and default_queue not in document.queues:
         raise InvalidConfig("base.task_default_queue",
@@ -118,7 +189,7 @@ def validate(document: ConfigDocument, canonical: bytes | None = None) -> None:
 
 def entry_name(section: str, key: str) -> str:
     """How errors name an entry: ``base.task_serializer``, ``routes['scan.discovery']``."""
-    return f"base.{key}" if section == "base" else f"{section}[{key!r}]"
+    return f"{section}.{key}" if section in ("base", "app") else f"{section}[{key!r}]"
 
 
 def _check_sizes(document: ConfigDocument, total: int) -> None:
@@ -138,6 +209,9 @@ def _check_sizes(document: ConfigDocument, total: int) -> None:
 
 QUEUE_ATTRS: dict[str, Any] = dict(Queue.attrs)
 EXCHANGE_ATTRS: dict[str, Any] = dict(Exchange.attrs)
+# kombu's binding.as_dict(recurse=True): binding has no attrs table of types, so this one is ours.
+BINDING_ATTRS: dict[str, type] = {"exchange": dict, "routing_key": str, "arguments": dict,
+                                  "unbind_arguments": dict}
 
 
 def _check_typed_attrs(where: str, data: Mapping[str, Any], table: Mapping[str, Any]) -> None:
@@ -168,17 +242,39 @@ def _check_queue(name: str, queue: Any) -> None:
     priority = (queue.get("queue_arguments") or {}).get("x-max-priority")
     if priority is not None and (not isinstance(priority, int) or not 1 <= priority <= 255):
         raise InvalidConfig(f"{where}.queue_arguments.x-max-priority", "must be an int in 1..255")
-    exchange = queue.get("exchange")
+    _check_exchange(f"{where}.exchange", queue.get("exchange"))
+    bindings = queue.get("bindings")
+    for index, item in enumerate(bindings or ()):
+        _check_binding(f"{where}.bindings[{index}]", item)
+
+
+def _check_binding(where: str, item: Any) -> None:
+    """One item of a queue's ``bindings``: kombu ``binding.as_dict`` form, typed by its table."""
+    if not isinstance(item, dict):
+        raise InvalidConfig(where, f"must be an object, got {type(item).__name__}")
+    for attr, value in item.items():
+        if attr not in BINDING_ATTRS:
+            raise InvalidConfig(f"{where}.{attr}", "is not a kombu binding attribute (one of "
+                                                   f"{', '.join(sorted(BINDING_ATTRS))})")
+        if attr == "exchange":
+            _check_exchange(f"{where}.exchange", value)
+        elif value is not None and not isinstance(value, BINDING_ATTRS[attr]):
+            raise InvalidConfig(f"{where}.{attr}",
+                                f"must be {BINDING_ATTRS[attr].__name__} or null")
+
+
+def _check_exchange(where: str, exchange: Any) -> None:
+    """``where`` names the exchange itself (``queues['scan'].exchange``)."""
     if exchange is None:
         return
     if not isinstance(exchange, dict):
-        raise InvalidConfig(f"{where}.exchange", "must be an object")
-    _check_typed_attrs(f"{where}.exchange", exchange, EXCHANGE_ATTRS)
+        raise InvalidConfig(where, "must be an object")
+    _check_typed_attrs(where, exchange, EXCHANGE_ATTRS)
     if not isinstance(exchange.get("name"), str):
-        raise InvalidConfig(f"{where}.exchange.name", "must be a string")
+        raise InvalidConfig(f"{where}.name", "must be a string")
     kind = exchange.get("type")
     if kind not in STANDARD_EXCHANGE_TYPES:
-        raise InvalidConfig(f"{where}.exchange.type",
+        raise InvalidConfig(f"{where}.type",
                             f"unknown exchange type {kind!r} "
                             f"(one of {', '.join(sorted(STANDARD_EXCHANGE_TYPES))})")
 
@@ -217,11 +313,59 @@ def _check_setting(setting: str, value: Any) -> None:
         raise InvalidConfig(where, "is not a Celery setting (see celery.app.defaults)")
     if kind == "bytes":
         raise InvalidConfig(where, "holds bytes, which JSON cannot carry")
+    check_tags(value, where)
+    tagged = tag_of(value)
+    if tagged is not None:
+        if tagged.tag not in TAGS_FOR_OPTION_TYPE.get(kind, {tagged.tag}):
+            raise InvalidConfig(where, f"must be {kind}, got a {tagged.tag}")
+        return
     allowed = OPTION_JSON_TYPES.get(kind)
     if value is None or allowed is None:
         return
     if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
         raise InvalidConfig(where, f"must be {kind}, got {type(value).__name__}")
+
+
+def _check_app_key(key: str, value: Any) -> None:
+    """The application's own keys: named like settings, never a Celery setting's name."""
+    where = f"app.{key}"
+    if not APP_KEY.match(key):
+        raise InvalidConfig(where, "is not a valid key (letters, digits, _ . -; at most 200)")
+    if option_type(key) is not None or key in STRUCTURED_SETTINGS:
+        raise InvalidConfig(where, "is a Celery setting: it belongs among the settings")
+    check_tags(value, where)
+
+
+def _check_safe(setting: str, value: Any, allow: frozenset[str]) -> None:
+    rule = UNSAFE_SETTINGS.get(setting)
+    if rule is None or setting in allow:
+        return
+    reason, applies = rule
+    if applies(setting, from_json(value, f"base.{setting}")):
+        raise InvalidConfig(f"base.{setting}",
+                            f"{reason}: refused unless the process that loads it allows it in "
+                            f"its own environment (CELERY_CONFIG_ALLOW_UNSAFE={setting})")
+
+
+def _check_beat_routes(schedule: Any, queues: Mapping[str, Any]) -> None:
+    """Beat entries route like task_routes: a queue they name must be declared."""
+    if not isinstance(schedule, dict):
+        return
+    for name, entry in sorted(schedule.items()):
+        where = f"base.beat_schedule[{name!r}]"
+        if not isinstance(entry, dict):
+            raise InvalidConfig(where, "must be an object (task, schedule, args, options...)")
+        if not isinstance(entry.get("task"), str):
+            raise InvalidConfig(f"{where}.task", "must be a task name")
+        if "schedule" not in entry:
+            raise InvalidConfig(f"{where}.schedule", "is missing")
+        options = entry.get("options") or {}
+        if not isinstance(options, dict):
+            raise InvalidConfig(f"{where}.options", "must be an object")
+        queue = options.get("queue")
+        if queue is not None and queue not in queues:
+            raise InvalidConfig(f"{where}.options.queue",
+                                f"routes to queue {queue!r}, which is not declared")
 
 
 def _check_no_secret(where: str, key: str, value: Any) -> None:

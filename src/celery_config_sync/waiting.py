@@ -10,6 +10,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 
 from .connection import make_client, redacted
+from .errors import RedisAccessDenied
 from .redis_layout import Keys
 
 log = logging.getLogger("celery_config_sync.wait")
@@ -29,7 +30,9 @@ def wait_for_redis(url: str, timeout: float) -> bool:
 
 def _poll(url: str, timeout: float, ready: Callable[[redis.Redis], bool], not_ready: str) -> bool:
     """Each attempt's connect and socket timeouts are capped by the time left; between attempts,
-    redis-py's exponential backoff with jitter (50 ms doubling up to 2 s)."""
+    redis-py's exponential backoff with jitter (50 ms doubling up to 2 s). Redis refusing
+    access (no or wrong password, missing ACL permission) raises :class:`RedisAccessDenied`
+    at once: it is a configuration error, not something to wait out."""
     deadline = time.monotonic() + timeout
     backoff = ExponentialWithJitterBackoff(cap=2.0, base=0.05)
     attempt = 0
@@ -46,6 +49,8 @@ def _poll(url: str, timeout: float, ready: Callable[[redis.Redis], bool], not_re
                 log.info("Redis %s ready", redacted(url))
                 return True
             problem = not_ready
+        except RedisAccessDenied.causes as exc:  # a wrong password does not heal: no retry
+            raise RedisAccessDenied.from_redis(exc, redacted(url)) from None
         except redis.RedisError as exc:
             problem = f"Redis {redacted(url)} unreachable ({type(exc).__name__}: {exc})"
         finally:

@@ -28,7 +28,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 
 from .connection import make_client, redacted
-from .errors import CeleryConfigError
+from .errors import CeleryConfigError, InvalidConfig, is_wrong_type
 from .redis_layout import Keys
 
 log = logging.getLogger("celery_config_sync.watcher")
@@ -148,7 +148,14 @@ class ConfigWatcher(Generic[T]):
         self.rereads += 1
         try:
             found = self.read()
-        except (CeleryConfigError, redis.ResponseError) as exc:
+        except redis.ResponseError as exc:
+            # WRONGTYPE is corrupt content (the readers of redis_layout already say so, naming
+            # the key): never report it as an unreachable Redis.
+            self.on_failure(InvalidConfig("Redis content", f"corrupt data: wrong Redis type "
+                                                           f"({exc})")
+                            if is_wrong_type(exc) else exc)
+            return
+        except CeleryConfigError as exc:
             self.on_failure(exc)
             return
         self.on_read(found)

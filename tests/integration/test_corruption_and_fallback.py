@@ -1,7 +1,6 @@
 """Corrupt data in Redis never raises out of load and never yields half a config: it falls down
 the chain (Redis -> last-known-good -> snapshot) and the log names the bad key and field."""
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -14,9 +13,10 @@ from celery_config_sync.environment import Environment
 from celery_config_sync.errors import NoConfigAvailable
 from celery_config_sync.fallback_files import render, write_atomic
 from celery_config_sync.loader import load_config
-from celery_config_sync.redis_layout import Keys, _canonical_from_fields, publish
+from celery_config_sync.redis_layout import Keys, publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, free_port
+from tests.tamper import drop_queue, reseal
 
 NS = "celery_config"
 KEYS = Keys(NS)
@@ -33,11 +33,7 @@ def env(tmp_path: Path, redis_server) -> Environment:  # type: ignore[no-untyped
                        fallback_path=str(tmp_path / "lkg.json"), snapshot_path=str(snapshot))
 
 
-def reseal(client: redis.Redis) -> None:
-    """Recompute meta.sha256 over the stored bytes, as a buggy but self-consistent writer would:
-    the content checks, not the hash, must then catch the corruption."""
-    fields = {name: client.hgetall(KEYS.section(name)) for name in ("queues", "routes", "base")}
-    client.hset(KEYS.meta, "sha256", hashlib.sha256(_canonical_from_fields(fields)).hexdigest())
+DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
 CORRUPTIONS = {
@@ -62,9 +58,31 @@ CORRUPTIONS = {
                                "every hash is empty"),
     "meta missing": (lambda c: c.delete(KEYS.meta), False, "meta.sha256: missing"),
     "non-integer version": (lambda c: c.set(KEYS.version, b"2026-11-28T10:00"), False,
-                            "version: not an integer"),
-    "route to a vanished queue": (lambda c: c.hdel(KEYS.queues, "lastfm"), True,
+                            "version: must be an integer >= 1"),
+    "negative version": (lambda c: c.set(KEYS.version, b"-3"), False,
+                         "version: must be an integer >= 1"),
+    "route to a vanished queue": (lambda c: drop_queue(c, "lastfm"), True,
                                   "routes['lastfm.fetch_artist_info'].queue"),
+    "queue missing from the order": (lambda c: c.hdel(KEYS.queues, "lastfm"), True,
+                                     "order.queues: does not list exactly"),
+    "NaN": (lambda c: c.hset(KEYS.base, "task_time_limit", b"NaN"), True,
+            "base['task_time_limit']: not canonical JSON"),
+    "Infinity": (lambda c: c.hset(KEYS.base, "task_time_limit", b"-Infinity"), True,
+                 "base['task_time_limit']: not canonical JSON"),
+    "duplicate keys": (lambda c: c.hset(KEYS.routes, "scan.discovery",
+                                        b'{"queue":"scan","queue":"batch"}'), True,
+                       "routes['scan.discovery']: not canonical JSON"),
+    "not canonical spacing": (lambda c: c.hset(KEYS.routes, "scan.discovery",
+                                               b'{"queue": "scan"}'), True,
+                              "routes['scan.discovery']: not canonical JSON"),
+    "pathological nesting": (lambda c: c.hset(KEYS.base, "task_annotations", DEEP), True,
+                             "base['task_annotations']: nested too deeply"),
+    "unknown value type": (lambda c: c.hset(KEYS.base, "result_expires", b'{"$pickle":"x"}'),
+                           True, "base.result_expires.$pickle: is not a value type"),
+    "newer layout": (lambda c: c.hset(KEYS.meta, "schema_version", b"3"), False,
+                     "meta.schema_version: layout '3' is newer"),
+    "older layout": (lambda c: c.hset(KEYS.meta, "schema_version", b"1"), False,
+                     "meta.schema_version: layout 1 was published by an older"),
     "not UTF-8": (lambda c: c.hset(KEYS.routes, "scan.discovery", b'"\xff\xfe"'), True,
                   "routes['scan.discovery']: malformed JSON"),
 }

@@ -6,7 +6,6 @@ One worker and one API serve the module, in the order written: each case leaves 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -21,11 +20,12 @@ from kombu import Exchange, Queue
 
 from celery import Celery
 from celery_config_sync.codec import ConfigDocument, canonical_json, queue_to_dict
-from celery_config_sync.redis_layout import Keys, _canonical_from_fields, publish
+from celery_config_sync.redis_layout import Keys, publish
 from celery_config_sync.source import load_source
 from tests.conftest import ROOT, SOURCE, RedisServer, require
 from tests.redis_process import redis_server_binary
 from tests.service_processes import Api, Service, start_api, start_worker, wait_for
+from tests.tamper import reseal
 
 pytestmark = pytest.mark.integration
 NS = "celery_config"
@@ -182,9 +182,8 @@ def test_an_invalid_version_is_never_applied_and_is_reported(
     worker, api = services
     # v3 written straight into Redis, with a valid sha256: a route to an undeclared queue.
     client.hset(KEYS.routes, "report.build", canonical_json({"queue": "ghost"}))
-    fields = {name: client.hgetall(KEYS.section(name)) for name in ("queues", "routes", "base")}
-    sha = hashlib.sha256(_canonical_from_fields(fields)).hexdigest()
-    client.hset(KEYS.meta, mapping={"sha256": sha, "version": "3"})
+    sha = reseal(client)
+    client.hset(KEYS.meta, "version", "3")
     client.incr(KEYS.version)
     client.publish(KEYS.channel, canonical_json({"version": 3, "sha256": sha}))
 

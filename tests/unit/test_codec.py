@@ -60,12 +60,18 @@ def test_celery_settings_round_trip(document: ConfigDocument) -> None:
     assert ConfigDocument.from_celery_settings(settings) == document
 
 
-def test_canonical_form_is_independent_of_insertion_order(document: ConfigDocument) -> None:
-    shuffled = ConfigDocument(
-        queues=dict(reversed(list(document.queues.items()))),
-        routes=dict(reversed(list(document.routes.items()))),
-        base=dict(reversed(list(document.base.items()))))
-    assert shuffled.sha256 == document.sha256
+def test_the_order_of_queues_and_routes_is_configuration(document: ConfigDocument) -> None:
+    """Celery's MapRoute tries globs in declared order and the priority queue order strategy
+    follows task_queues: their order is in the sha256; the order of settings is not."""
+    settings_shuffled = ConfigDocument(document.queues, document.routes,
+                                       dict(reversed(list(document.base.items()))))
+    assert settings_shuffled.sha256 == document.sha256 and settings_shuffled == document
+    for reordered in (
+            ConfigDocument(dict(reversed(list(document.queues.items()))), document.routes,
+                           document.base),
+            ConfigDocument(document.queues, dict(reversed(list(document.routes.items()))),
+                           document.base)):
+        assert reordered.sha256 != document.sha256 and reordered != document
     changed = ConfigDocument(document.queues, document.routes, {**document.base, "timezone": "X"})
     assert changed.sha256 != document.sha256
 
