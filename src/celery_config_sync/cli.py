@@ -33,7 +33,7 @@ from .fleet import problems, read_fleet
 from .live_settings import describe, label
 from .loader import RedisReader, load_config
 from .log_setup import TAGS, configure_logging
-from .redis_layout import Keys, publish
+from .redis_layout import Keys, clear, publish
 from .source import load_source
 from .validation import redact
 from .waiting import wait_for_redis, wait_for_version
@@ -243,6 +243,18 @@ def show_command(ctx: Context, fmt: str) -> None:
     click.echo("\nSETTING                            VALUE")
     for setting, value in sorted(sections["base"].items()):
         click.echo(f"{setting:<34} {json.dumps(value)}")
+
+
+@main.command("clear")
+@click.option("--yes", is_flag=True, help="Confirm: unpublish the configuration.")
+@pass_context
+def clear_command(ctx: Context, yes: bool) -> None:
+    """Unpublish the configuration (every key of the namespace but the fleet's records): gates
+    wait again; running services keep what they apply. Needs --yes."""
+    if not yes:
+        raise Failure("clear deletes the published configuration: run it again with --yes", 2)
+    version = clear(ctx.client(), ctx.env.namespace)
+    click.echo(json.dumps({"cleared": True, "was_version": version}))
 
 
 @main.command("export")

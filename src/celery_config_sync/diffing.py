@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import SECTIONS, ConfigDocument
+from .codec import ORDER_KEY, ORDERED_SECTIONS, SECTIONS, ConfigDocument
 
 
 @dataclass(frozen=True)
@@ -33,4 +33,9 @@ def diff(published: ConfigDocument, source: ConfigDocument) -> list[Change]:
                 changes.append(Change(section, key, "removed", published=old[key]))
             elif old[key] != new[key]:
                 changes.append(Change(section, key, "changed", old[key], new[key]))
+    for section in ORDERED_SECTIONS:  # the declared order of what both hold
+        old_order = [k for k in published.order()[section] if k in getattr(source, section)]
+        new_order = [k for k in source.order()[section] if k in getattr(published, section)]
+        if old_order != new_order:
+            changes.append(Change(ORDER_KEY, section, "changed", old_order, new_order))
     return changes

@@ -54,8 +54,10 @@ SERVICES = ("worker", "api")
 
 
 def kind_of(section: str, key: str) -> str:
-    """``live`` or ``restart`` for one entry of a document: queues and routes are always live."""
-    if section in ("queues", "routes") or key in LIVE_SETTINGS:
+    """``live`` or ``restart`` for one entry of a document: queues, routes and their order are
+    always live; the application's own keys (section ``app``) are read by the application
+    whenever it likes, so a running process is not known to follow them: restart."""
+    if section in ("queues", "routes", "order") or (section == "base" and key in LIVE_SETTINGS):
         return LIVE
     return RESTART
 
@@ -68,9 +70,12 @@ def concerns(service: str, setting: str) -> bool:
 
 
 def changed_settings(old: ConfigDocument, new: ConfigDocument) -> list[str]:
-    """Base settings whose value differs (added, removed or changed), sorted."""
-    return sorted(key for key in old.base.keys() | new.base.keys()
-                  if old.base.get(key, _ABSENT) != new.base.get(key, _ABSENT))
+    """Base settings whose value differs (added, removed or changed), then the application's
+    keys as ``app.<key>``, sorted."""
+    settings = sorted(key for key in old.base.keys() | new.base.keys()
+                      if old.base.get(key, _ABSENT) != new.base.get(key, _ABSENT))
+    return settings + sorted(f"app.{key}" for key in old.app.keys() | new.app.keys()
+                             if old.app.get(key, _ABSENT) != new.app.get(key, _ABSENT))
 
 
 def restart_required(started: ConfigDocument, current: ConfigDocument,
@@ -79,16 +84,17 @@ def restart_required(started: ConfigDocument, current: ConfigDocument,
     it now runs. Compared with the start, not the previous version: a value changed and then
     changed back needs no restart."""
     return [key for key in changed_settings(started, current)
-            if kind_of("base", key) == RESTART and (service is None or concerns(service, key))]
+            if (key.startswith("app.") or kind_of("base", key) == RESTART)
+            and (service is None or concerns(service, key))]
 
 
 def describe(old: ConfigDocument, new: ConfigDocument) -> dict[str, Any]:
     """What publishing ``new`` over ``old`` changes, by kind: ``{"kind": "live"|"restart-
     required"|"none", "restart_required": {...per service...}}``."""
     live = (old.queues != new.queues or old.routes != new.routes
-            or old.order() != new.order() or old.app != new.app)
+            or old.order() != new.order())
     changed = changed_settings(old, new)
-    live = live or any(kind_of("base", key) == LIVE for key in changed)
+    live = live or any(kind_of("base", key) == LIVE for key in changed if "." not in key)
     per_service = {service: restart_required(old, new, service) for service in SERVICES}
     needing = sorted({key for keys in per_service.values() for key in keys})
     kind = "restart-required" if needing else "live" if live or changed else "none"

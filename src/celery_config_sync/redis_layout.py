@@ -135,6 +135,22 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
     return result
 
 
+def clear(client: redis.Redis, namespace: str) -> int | None:
+    """Unpublish: delete every key of the configuration in one transaction and notify, so that
+    a gate waits again. Running services keep what they apply (they log that nothing is
+    published). The fleet's instance records stay: they describe processes, not the
+    configuration. Returns the version that was published, None when there was none."""
+    keys = Keys(namespace)
+    pipe = client.pipeline(transaction=True)
+    pipe.get(keys.version)
+    pipe.delete(*(keys.section(name) for name in HASHES), keys.version, keys.meta)
+    pipe.publish(keys.channel, canonical_json({"version": None, "sha256": None}))
+    version, _, _ = pipe.execute()
+    log.info("cleared %s (was version %s)", namespace,
+             version.decode() if version is not None else "none")
+    return int(version) if version is not None and version.isdigit() else None
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What one read of the namespace returned, still as bytes."""
