@@ -29,7 +29,18 @@ CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_yea
 
 
 def _crontab_out(value: crontab) -> dict[str, Any]:
-    return {name: str(getattr(value, f"_orig_{name}")) for name in CRONTAB_FIELDS}
+    return {name: _cron_field(getattr(value, f"_orig_{name}")) for name in CRONTAB_FIELDS}
+
+
+def _cron_field(value: Any) -> str:
+    """A crontab field as Celery's own text syntax: ``"*/15"`` stays, ``[9, 17]``, a set or a
+    range become ``"9,17"`` (crontab parses both into the same set of values)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    items = sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    return ",".join(str(item) for item in items)
 
 
 def _crontab_in(data: Any) -> crontab:

@@ -1,6 +1,8 @@
 import json
+from datetime import timedelta
 
 import pytest
+from celery.schedules import crontab, schedule, solar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu import Exchange, Queue, binding
@@ -8,6 +10,7 @@ from kombu import Exchange, Queue, binding
 from celery_config_sync.codec import ConfigDocument, canonical_json, queue_from_dict, queue_to_dict
 from celery_config_sync.redis_layout import _json_string
 from celery_config_sync.source import load_source
+from celery_config_sync.value_types import from_json, to_json
 from tests.conftest import SOURCE
 
 
@@ -82,3 +85,24 @@ def test_the_fast_key_quoting_of_load_is_canonical_json(key: str) -> None:
     """decode_snapshot rebuilds the canonical text with the encoder's C quoting: it must be the
     canonical form of any key whatsoever, or a sha256 check would fail on valid content."""
     assert _json_string(key) == canonical_json(key)
+
+
+@pytest.mark.parametrize("value", [
+    timedelta(hours=1, microseconds=5),
+    crontab(minute=0, hour=[9, 17]),
+    crontab(minute=range(0, 60, 15), day_of_week={1, 3, 5}),
+    crontab(minute="*/15", hour="3-5", day_of_week="mon-fri"),
+    schedule(timedelta(seconds=30)),
+    solar("sunset", 48.85, 2.35),
+    ("a", 1, ("nested",)),
+])
+def test_celery_value_types_round_trip(value: object) -> None:
+    encoded = to_json(value, "x")
+    assert json.loads(canonical_json(encoded)) == encoded  # plain JSON
+    decoded = from_json(encoded, "x")
+    if isinstance(value, schedule) and not isinstance(value, (crontab, solar)):
+        assert (decoded.run_every, decoded.relative) == (value.run_every, value.relative)
+    elif isinstance(value, solar):
+        assert (decoded.event, decoded.lat, decoded.lon) == (value.event, value.lat, value.lon)
+    else:
+        assert decoded == value and type(decoded) is type(value)
