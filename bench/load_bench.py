@@ -34,7 +34,7 @@ from tests.redis_process import RedisServer  # noqa: E402
 
 from celery_config_sync.codec import queue_from_dict  # noqa: E402
 from celery_config_sync.loader import RedisReader  # noqa: E402
-from celery_config_sync.redis_layout import Keys, publish  # noqa: E402
+from celery_config_sync.redis_layout import Keys, publish, read_snapshot  # noqa: E402
 from celery_config_sync.source import load_source  # noqa: E402
 
 NS = "celery_config"
@@ -97,16 +97,8 @@ def ours(client: redis.Redis, memo: bool) -> Callable[[], Any]:
 
 
 def floor(client: redis.Redis) -> Callable[[], Any]:
-    def load() -> Any:
-        pipe = client.pipeline(transaction=True)
-        pipe.hgetall(KEYS.queues)
-        pipe.hgetall(KEYS.routes)
-        pipe.hgetall(KEYS.base)
-        pipe.get(KEYS.version)
-        pipe.hgetall(KEYS.meta)
-        return pipe.execute()
-
-    return load
+    """The library's own one-round-trip read, nothing decoded."""
+    return lambda: read_snapshot(client, NS)
 
 
 def commands_per_call(client: redis.Redis, fn: Callable[[], Any], calls: int) -> float:

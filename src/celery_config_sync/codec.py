@@ -32,10 +32,15 @@ STRUCTURED_SETTINGS = {"task_queues": "queues", "task_routes": "routes"}
 APP_SETTINGS = "app_settings"
 
 
+# One encoder for the process: json.dumps with options builds a new one on every call, and a
+# load re-encodes every field to check it is canonical.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
+
+
 def canonical_json(value: Any) -> str:
     """One text per value: sorted keys, no whitespace, UTF-8 kept, NaN refused."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    return _CANONICAL.encode(value)
 
 
 @dataclass(frozen=True, eq=False)

@@ -248,7 +248,7 @@ def decode_snapshot(snapshot: Snapshot, *, allow: frozenset[str] = frozenset()) 
                                            f"{expected[:12]}: partial or tampered write")
     # Each field parses on its own: parsing the concatenation would be faster, but a field
     # such as '600,"task_serializer":"pickle"' could then smuggle in a key of its own.
-    decoded = {name: {_text(name, raw_key): _strict_field(f"{name}[{raw_key!r}]", raw_value)
+    decoded = {name: {_text(name, raw_key): _strict_field(name, raw_key, raw_value)
                       for raw_key, raw_value in fields.items()}
                for name, fields in snapshot.hashes.items()}
     order = decoded.pop(ORDER_KEY)
@@ -270,9 +270,9 @@ def _check_schema(schema: str) -> None:
                         f"{SCHEMA_VERSION}): upgrade the service's image")
 
 
-def _strict_field(where: str, raw: bytes) -> Any:
+def _strict_field(section: str, key: bytes, raw: bytes) -> Any:
     """One stored field: JSON whose canonical re-encoding is exactly ``raw``."""
-    where = where.replace("b'", "'")
+    where = f"{section}[{key.decode(errors='replace')!r}]"  # only used on error: cheap enough
     try:
         text = raw.decode()
         value = _FIELD_DECODER.decode(text)
