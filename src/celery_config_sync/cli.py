@@ -33,7 +33,7 @@ from .fleet import problems, read_fleet
 from .live_settings import describe, label
 from .loader import RedisReader, load_config
 from .log_setup import TAGS, configure_logging
-from .redis_layout import Keys, clear, publish
+from .redis_layout import HASHES, Keys, clear, publish
 from .source import load_source
 from .validation import redact
 from .waiting import wait_for_redis, wait_for_version
@@ -87,7 +87,7 @@ class CleanGroup(click.Group):
         """The namespace's keys that hold another type than the layout's (best effort: one
         short look, nothing if Redis does not answer it)."""
         keys = Keys(context.env.namespace)
-        expected = {keys.queues: "hash", keys.routes: "hash", keys.base: "hash",
+        expected = {**{keys.section(name): "hash" for name in HASHES},
                     keys.version: "string", keys.meta: "hash"}
         found = []
         try:
