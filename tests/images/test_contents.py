@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from celery_config_sync.fallback_files import FORMAT
 from tests.images.conftest import PYTHON_IMAGES, Stack
 
 pytestmark = pytest.mark.images
@@ -125,7 +126,7 @@ def test_gate_source_and_snapshot(stack: Stack, image: str) -> None:
     snapshot_file = host.file("/usr/share/celery-config/snapshot.json")
     assert snapshot_file.user == "root" and snapshot_file.mode == 0o644
     snapshot = json.loads(snapshot_file.content_string)
-    assert snapshot["format"] == "celery-config/1"
+    assert snapshot["format"] == FORMAT  # the format this release reads
     assert snapshot["config"]["base"]["worker_concurrency"] == 2  # the rpi overlay
     lkg_dir = host.file("/var/lib/celery-config")
     assert lkg_dir.is_directory and lkg_dir.user == "app"
