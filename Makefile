@@ -47,7 +47,8 @@ lint: install ## ruff, mypy, import contract, hadolint, shellcheck, actionlint
 	$(VENV)/bin/lint-imports
 	find images -name Dockerfile -print0 | xargs -0 -r $(VENV)/bin/hadolint
 	find . -path ./$(VENV) -prune -o -name '*.sh' -print0 | xargs -0 -r $(VENV)/bin/shellcheck
-	$(VENV)/bin/shellcheck .ci/run images/python-base/celery-config-gate
+	$(VENV)/bin/shellcheck .ci/run images/python-base/celery-config-gate images/redis/redis-entrypoint \
+		images/redis/redis-admin
 	$(VENV)/bin/actionlint
 
 .PHONY: bench
@@ -76,8 +77,12 @@ reports: bench images-report stack-report ## Every printed report (load bench, i
 
 # The compose stack (compose/compose.yaml). The project name is the file's own
 # (celery-config-sync), the same as `docker compose --profile rpi up` from the root.
+.PHONY: secrets
+secrets: ## Create the Redis passwords once (secrets/, git-ignored); existing ones are kept
+	sh compose/make-secrets.sh secrets
+
 .PHONY: up
-up: ## Start the Raspberry Pi stack (compose profile rpi) and wait until it is healthy
+up: secrets ## Start the Raspberry Pi stack (compose profile rpi) and wait until it is healthy
 	$(COMPOSE) --profile rpi up --detach --wait
 
 .PHONY: down

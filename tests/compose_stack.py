@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ COMPOSE_FILE = ROOT / "compose" / "compose.yaml"
 FOREIGN = ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "DOCKER_DEFAULT_PLATFORM",
            "API_PORT", "API_BIND", "CELERY_CONFIG_WAIT_TIMEOUT", "CELERY_CONFIG_ON_TIMEOUT",
            "CELERY_CONFIG_LIVE_RELOAD", "CELERY_CONFIG_ON_RESTART_REQUIRED",
-           "CELERY_CONFIG_HEARTBEAT_INTERVAL")
+           "CELERY_CONFIG_HEARTBEAT_INTERVAL", "CELERY_SECRETS_DIR")
+MAKE_SECRETS = ROOT / "compose" / "make-secrets.sh"
 
 
 def image_ref(name: str) -> str:
@@ -79,12 +81,23 @@ class Stack:
     project: str
     api_port: int
     env: dict[str, str] = field(default_factory=dict)
+    # This project's own Redis passwords, made by the project's script (as `make secrets`).
+    secrets: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.secrets = Path(tempfile.mkdtemp(prefix=f"{self.project}-")) / "secrets"
+        subprocess.run(["sh", str(MAKE_SECRETS), str(self.secrets)], check=True,
+                       capture_output=True)
+
+    def password(self, role: str) -> str:
+        return (self.secrets / f"redis-{role}").read_text().strip()
 
     # ------------------------------------------------------------------ compose and docker
     def environ(self, **extra: str) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if k not in FOREIGN}
         return {**base, "API_PORT": str(self.api_port), "API_BIND": "127.0.0.1",
-                "REGISTRY": REGISTRY, "TAG": TAG, **self.env, **extra}
+                "REGISTRY": REGISTRY, "TAG": TAG, "CELERY_SECRETS_DIR": str(self.secrets),
+                **self.env, **extra}
 
     def command(self, *args: str) -> list[str]:
         return ["docker", "compose", "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE),
@@ -118,7 +131,8 @@ class Stack:
         return result.stdout + result.stderr
 
     def redis_cli(self, *args: str) -> str:
-        return self.compose("exec", "-T", "redis", "redis-cli", *args).stdout.strip()
+        """redis-cli in the redis container as the admin user (the image's redis-admin)."""
+        return self.compose("exec", "-T", "redis", "redis-admin", *args).stdout.strip()
 
     def health(self, service: str) -> str:
         state = self.inspect(service)["State"]

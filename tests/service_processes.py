@@ -79,7 +79,8 @@ def service_environment(redis_url: str, workdir: Path, **extra: str) -> dict[str
 
 
 def start_worker(redis_url: str, workdir: Path, *args: str, name: str = "worker",
-                 **extra: str) -> Service:
+                 gossip: bool = False, **extra: str) -> Service:
+    """A ``celery worker`` process (without gossip unless ``gossip``: the image runs with it)."""
     log_path = workdir / f"{name}.log"
     env = service_environment(redis_url, workdir,
                               CELERY_CONFIG_FALLBACK_PATH=str(workdir / f"{name}-lkg.json"),
@@ -87,7 +88,7 @@ def start_worker(redis_url: str, workdir: Path, *args: str, name: str = "worker"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [str(BIN / "celery"), "--app", "worker_service.app", "worker", "--loglevel=INFO",
-             "--hostname", f"{name}@%h", "--without-gossip", *args],
+             "--hostname", f"{name}@%h", *([] if gossip else ["--without-gossip"]), *args],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     service = Service(name, process, log_path)
     wait_for(lambda: " ready." in service.log() or process.poll() is not None, 60,

@@ -39,7 +39,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     live = LiveConfig("api", env)
     # No config at all (Redis, last-known-good and snapshot all failed) raises: the API exits.
     applied = live.load()
-    configure_app(celery, applied.loaded)  # settings read once (serializers, result backend...)
+    configure_app(celery, applied.loaded, env)  # read once (serializers, result backend...)
     state["live"] = live
     live.watch()
     try:

@@ -4,6 +4,7 @@ publish from ``worker_init`` (only with ``CELERY_CONFIG_PUBLISH_ON_START=true``)
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from celery.signals import worker_init
@@ -19,16 +20,36 @@ from .source import load_source
 log = logging.getLogger("celery_config_sync.celery_app")
 
 
-def configure_app(app: Celery, loaded: LoadedConfig) -> None:
-    """Apply the shared settings; the broker and result URLs stay the service's own."""
+def configure_app(app: Celery, loaded: LoadedConfig, env: Environment | None = None) -> None:
+    """Apply the shared settings, then the service's own wiring from ``env`` (which the
+    shared settings cannot change): the broker and result URLs stay the service's own."""
     app.conf.update(loaded.settings)
+    if env is not None:
+        app.conf.update(service_wiring(env, app.conf))
+
+
+def service_wiring(env: Environment, current: Mapping[str, Any]) -> dict[str, Any]:
+    """The Celery settings a service takes from its own environment, not from the shared
+    configuration, because they belong to the deployment (the Redis ACL) rather than to the
+    application: its Redis password (CELERY_CONFIG_REDIS_PASSWORD_FILE) for the broker and
+    the result backend, for the users their URLs name (``redis://worker@redis:6379/0``), kept
+    out of the URLs and so out of every banner and log line; and the prefix of Celery's keys
+    and channels (CELERY_CONFIG_CELERY_KEYPREFIX, kombu's ``global_keyprefix``), merged into
+    the transport options ``current`` holds."""
+    wiring: dict[str, Any] = {}
+    if env.redis_password:
+        wiring.update(broker_password=env.redis_password, redis_password=env.redis_password)
+    if env.celery_keyprefix:
+        for name in ("broker_transport_options", "result_backend_transport_options"):
+            wiring[name] = {**(current.get(name) or {}), "global_keyprefix": env.celery_keyprefix}
+    return wiring
 
 
 def configure_from_environment(app: Celery, *, env: Environment | None = None) -> LoadedConfig:
     """Load through the fallback chain once, and configure ``app`` (no live reload)."""
     env = env or Environment.from_environ()
     loaded = load_config(env)
-    configure_app(app, loaded)
+    configure_app(app, loaded, env)
     if env.publish_on_start:
         enable_publish_on_start(env)
     return loaded

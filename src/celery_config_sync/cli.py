@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -57,7 +58,8 @@ class CleanGroup(click.Group):
 
     Redis refusing access (NOAUTH, WRONGPASS, NOPERM) is a usage error, exit 2; a key of the
     wrong Redis type (WRONGTYPE) is corrupt data, exit 2, naming the key when it can be found;
-    any other Redis error counts as unreachable, exit 3."""
+    any other error reply (MISCONF: Redis cannot write its disk) or Redis error counts as
+    unavailable, exit 3."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -69,8 +71,8 @@ class CleanGroup(click.Group):
             raise Failure(str(RedisAccessDenied.from_redis(exc, where)),
                           RedisAccessDenied.exit_code) from None
         except redis.ResponseError as exc:
-            if not is_wrong_type(exc):
-                raise Failure(f"Redis unreachable: {type(exc).__name__}: {exc}",
+            if not is_wrong_type(exc):  # e.g. MISCONF: its disk is full, it refuses writes
+                raise Failure(f"Redis refused the command: {type(exc).__name__}: {exc}",
                               RedisUnavailable.exit_code) from None
             keys = self.wrong_type_keys(ctx.obj) if isinstance(ctx.obj, Context) else []
             raise Failure(f"corrupt data in Redis: wrong Redis type"
@@ -147,16 +149,19 @@ overlay_option = click.option(
 @click.pass_context
 def main(ctx: click.Context, redis_url: str | None, namespace: str | None, log_level: str) -> None:
     """One Celery configuration, published through Redis."""
+    # The options win over the variables; read through the one table, so that a password
+    # file (CELERY_CONFIG_REDIS_PASSWORD_FILE) applies to --redis too.
+    options = {name: value for name, value in (("CELERY_CONFIG_REDIS_URL", redis_url),
+                                               ("CELERY_CONFIG_NAMESPACE", namespace)) if value}
     try:
-        env = Environment.from_environ()
+        env = Environment.from_environ({**os.environ, **options})
     except CeleryConfigError as exc:
         raise Failure(str(exc), exc.exit_code) from None
     # The tag of this process's log lines: the image's own (CELERY_CONFIG_LOG_TAG: the gate in
     # the worker logs as [CELERY_WORKER]), else the publisher's for publish.
     default_tag = TAGS["publisher"] if ctx.invoked_subcommand == "publish" else TAGS["cli"]
     configure_logging(env.log_tag or default_tag, level=log_level.upper())
-    overrides = {k: v for k, v in (("redis_url", redis_url), ("namespace", namespace)) if v}
-    ctx.obj = Context(Environment(**{**env.__dict__, **overrides}))
+    ctx.obj = Context(env)
 
 
 def _source(ctx: Context, source: str | None, overlay: str | None) -> tuple[str, str | None]:

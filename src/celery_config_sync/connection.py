@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import redis
 from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff
@@ -25,7 +26,32 @@ def redacted(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user.partition(':')[0]}:***@{host}"  # rebuilt: the password may be %-quoted
+    return parts._replace(netloc=netloc).geturl()
+
+
+def read_password(path: str) -> str:
+    """The password in the file ``path`` (a mounted secret), without its trailing newline."""
+    try:
+        password = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CeleryConfigError(f"password file {path}: cannot read it "
+                                f"({getattr(exc, 'strerror', None) or exc})") from None
+    if not password:
+        raise CeleryConfigError(f"password file {path}: empty")
+    return password
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` carrying ``password`` for the user it names (``redis://worker@redis:6379/0``);
+    refused when the URL holds a password already (two sources, one would be ignored)."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise CeleryConfigError(f"Redis URL {redacted(url)!r} holds a password and a password "
+                                "file is set too: keep the password in the file only")
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
     return parts._replace(netloc=netloc).geturl()
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .connection import read_password, redacted, with_password
 from .errors import CeleryConfigError
 
 
@@ -71,6 +72,15 @@ class Environment:
     on_restart_required: str = "report"
     log_tag: str | None = None
     allow_unsafe: frozenset[str] = frozenset()
+    redis_password_file: str | None = None
+    celery_keyprefix: str = ""
+    # Read from redis_password_file once, at start: it is in redis_url too. Never shown.
+    redis_password: str | None = field(default=None, repr=False, compare=False)
+
+    def __repr__(self) -> str:  # what a log line may show: the URL without its password
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                          if f.repr and f.name != "redis_url")
+        return f"Environment(redis_url={redacted(self.redis_url)!r}, {shown})"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Environment:
@@ -78,6 +88,8 @@ class Environment:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name not in VARIABLES:
+                continue
             name, parse = VARIABLES[f.name]
             text = env.get(name)
             if text is None and f.name == "redis_url":
@@ -88,6 +100,10 @@ class Environment:
                 values[f.name] = parse(text)
             except ValueError as exc:
                 raise CeleryConfigError(f"{name}={text!r}: {exc}") from None
+        if values.get("redis_password_file"):
+            password = read_password(values["redis_password_file"])
+            values["redis_url"] = with_password(values.get("redis_url", cls.redis_url), password)
+            values["redis_password"] = password
         return cls(**values)
 
 
@@ -107,4 +123,6 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "on_restart_required": ("CELERY_CONFIG_ON_RESTART_REQUIRED", _on_restart_required),
     "log_tag": ("CELERY_CONFIG_LOG_TAG", _optional),
     "allow_unsafe": ("CELERY_CONFIG_ALLOW_UNSAFE", _names),
+    "redis_password_file": ("CELERY_CONFIG_REDIS_PASSWORD_FILE", _optional),
+    "celery_keyprefix": ("CELERY_CONFIG_CELERY_KEYPREFIX", str),
 }

@@ -23,7 +23,7 @@ from celery.signals import task_prerun
 from celery.worker.control import inspect_command
 
 from celery import Celery, bootsteps
-from celery_config_sync.celery_app import configure_app, enable_publish_on_start
+from celery_config_sync.celery_app import configure_app, enable_publish_on_start, service_wiring
 from celery_config_sync.child_slot import SharedSlot
 from celery_config_sync.environment import Environment
 from celery_config_sync.live_config import Applied, LiveConfig
@@ -52,7 +52,7 @@ class WorkerRuntime:
         self.app = app
         self.live = LiveConfig("worker", env, on_apply=self.on_apply)
         applied = self.live.load()
-        configure_app(app, applied.loaded)
+        configure_app(app, applied.loaded, env)
         install(app, applied.routing)
         self.switched = applied
         self.slot = SharedSlot()
@@ -126,6 +126,12 @@ runtime = WorkerRuntime()
 
 class SharedConfigLoader(AppLoader):  # type: ignore[misc]
     """Loads the shared configuration when ``celery worker`` starts."""
+
+    def read_configuration(self, env: str = "CELERY_CONFIG_MODULE") -> dict[str, Any]:
+        """Before any shared setting: the service's own wiring (Redis password, Celery's key
+        prefix), so that ``celery -A worker_service.app inspect ...`` in the container reaches
+        the worker too. Reads the environment only."""
+        return service_wiring(Environment.from_environ(), {})
 
     def on_worker_init(self) -> None:
         runtime.start(self.app)

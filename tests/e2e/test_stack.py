@@ -153,7 +153,7 @@ def test_reseeding_the_same_source_publishes_nothing(stack: Stack,
     assert services == 2
     window = 15
     subscriber = subprocess.Popen(
-        stack.command("exec", "-T", "redis", "timeout", str(window), "redis-cli", "SUBSCRIBE",
+        stack.command("exec", "-T", "redis", "timeout", str(window), "redis-admin", "SUBSCRIBE",
                       CHANNEL),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=stack.environ())
     try:

@@ -8,8 +8,11 @@ engine or image skips loudly here and fails in CI.
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -17,7 +20,7 @@ import pytest
 import testinfra
 from docker.models.containers import Container
 
-from tests.compose_stack import IMAGES, image_ref, wait_until
+from tests.compose_stack import IMAGES, MAKE_SECRETS, image_ref, wait_until
 from tests.conftest import require
 
 __all__ = ["IMAGES", "PYTHON_IMAGES", "Stack", "health", "image_ref", "wait_until"]
@@ -29,6 +32,14 @@ HARDENING: dict[str, Any] = {
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges:true"],
 }
+
+
+def redis_options(secrets: Path) -> dict[str, Any]:
+    """What compose gives the redis service: every role's password file, a tmpfs for its ACL."""
+    # One mount per file, as compose does (the directory itself is 0700, for its owner only).
+    return {"volumes": {str(path): {"bind": f"/run/secrets/{path.name}", "mode": "ro"}
+                        for path in sorted(secrets.iterdir())},
+            "tmpfs": {"/run/redis": "size=1m,uid=999,gid=999,mode=0700"}}
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +65,10 @@ def health(container: Container) -> str:
     return str(state.get("Health", {}).get("Status", "none"))
 
 
+# The Redis user each image runs as (images/redis/roles.acl).
+ROLE = {"config-seeder": "seeder", "worker": "worker", "api": "api"}
+
+
 @dataclass
 class Stack:
     """One network with redis (seeded once), a worker, an api and an idle seeder container."""
@@ -61,26 +76,44 @@ class Stack:
     client: docker.DockerClient
     network: str
     containers: dict[str, Container]
+    secrets: Path  # this stack's Redis passwords, made by compose/make-secrets.sh
 
     @property
     def env(self) -> dict[str, str]:
-        """What every service gets: Redis by its container name on this network."""
-        url = f"redis://{self.containers['redis'].name}:6379/0"
-        return {"CELERY_CONFIG_REDIS_URL": url, "CELERY_BROKER_URL": url,
-                "CELERY_RESULT_BACKEND": url.replace("/0", "/1"),
-                "CELERY_CONFIG_WAIT_TIMEOUT": "30"}
+        """What every service gets besides its Redis user (added by :meth:`run`)."""
+        return {"CELERY_CONFIG_WAIT_TIMEOUT": "30"}
+
+    def role_env(self, image: str) -> dict[str, str]:
+        """Redis by its container name on this network, as the image's own user, with its
+        password in a file (mounted by :meth:`run`) and Celery's keys under the ACL's prefix."""
+        if image not in ROLE:
+            return {}
+        url = f"redis://{ROLE[image]}@{self.containers['redis'].name}:6379"
+        return {"CELERY_CONFIG_REDIS_URL": f"{url}/0", "CELERY_BROKER_URL": f"{url}/0",
+                "CELERY_RESULT_BACKEND": f"{url}/1",
+                "CELERY_CONFIG_REDIS_PASSWORD_FILE": "/run/secrets/redis-password",
+                "CELERY_CONFIG_CELERY_KEYPREFIX": "celery:"}
 
     def host(self, name: str) -> Any:
         return testinfra.get_host(f"docker://{self.containers[name].name}")
 
-    def run(self, image: str, command: list[str] | None = None, **kwargs: Any) -> Container:
-        """Start a container of ``image`` on this network (not removed: the caller reads it)."""
+    def run(self, image: str, command: list[str] | None = None, *,
+            environment: dict[str, str] | None = None, **kwargs: Any) -> Container:
+        """Start a container of ``image`` on this network (not removed: the caller reads it),
+        as compose runs it: its Redis user and password file; ``environment`` wins."""
         options = {**HARDENING, "tmpfs": {"/tmp": "size=16m"}, **kwargs}
-        return self.client.containers.run(image_ref(image), command, detach=True,
-                                          network=self.network, **options)
+        if image == "redis":
+            options.update(redis_options(self.secrets))
+        if image in ROLE:
+            options["volumes"] = {**options.get("volumes", {}),
+                                  str(self.secrets / f"redis-{ROLE[image]}"): {
+                                      "bind": "/run/secrets/redis-password", "mode": "ro"}}
+        return self.client.containers.run(
+            image_ref(image), command, detach=True, network=self.network,
+            environment={**self.role_env(image), **(environment or {})}, **options)
 
     def redis_cli(self, *args: str) -> str:
-        result = self.containers["redis"].exec_run(["redis-cli", *args])
+        result = self.containers["redis"].exec_run(["redis-admin", *args])
         assert result.exit_code == 0, result.output
         return str(result.output.decode().strip())
 
@@ -88,15 +121,17 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(docker_client: docker.DockerClient) -> Iterator[Stack]:
     suffix = f"{os.getpid()}"
+    secrets = Path(tempfile.mkdtemp(prefix=f"ccs-img-{suffix}-")) / "secrets"
+    subprocess.run(["sh", str(MAKE_SECRETS), str(secrets)], check=True, capture_output=True)
     network = docker_client.networks.create(f"ccs-img-{suffix}", driver="bridge")
     created: list[Container] = []
     try:
         redis = docker_client.containers.run(
             image_ref("redis"), name=f"ccs-img-redis-{suffix}", detach=True,
-            network=network.name, **HARDENING)
+            network=network.name, **{**HARDENING, **redis_options(secrets)})
         created.append(redis)
         wait_until(lambda: health(redis) == "healthy", 30, "redis healthy")
-        current = Stack(docker_client, network.name, {"redis": redis})
+        current = Stack(docker_client, network.name, {"redis": redis}, secrets)
 
         seeder = current.run("config-seeder", name=f"ccs-img-seed-{suffix}",
                              environment={**current.env, "CELERY_CONFIG_OVERLAY": "rpi"})

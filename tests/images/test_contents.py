@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -115,6 +116,23 @@ def test_redis_server_from_debian(stack: Stack) -> None:
     assert data.is_directory and data.user == "redis"
 
 
+def test_redis_users_come_from_the_secrets_as_hashes(stack: Stack) -> None:
+    """The ACL file redis-entrypoint wrote: on the tmpfs, the redis user's alone, one user per
+    role with the SHA-256 of its password file, never the password itself."""
+    host = stack.host("redis")
+    acl = host.file("/run/redis/users.acl")
+    assert acl.user == "redis" and acl.mode == 0o600
+    users = {line.split()[1]: line.split()[3] for line in acl.content_string.splitlines()}
+    assert set(users) == {"default", "seeder", "worker", "api", "admin"}
+    for role, hashed in users.items():
+        password = (stack.secrets / f"redis-{role}").read_text().strip()
+        assert hashed == "#" + hashlib.sha256(password.encode()).hexdigest()
+        assert password not in acl.content_string
+    assert stack.redis_cli("CONFIG", "GET", "protected-mode").split() == ["protected-mode",
+                                                                           "yes"]
+    assert host.file("/etc/redis/roles.acl").mode == 0o644
+
+
 @pytest.mark.parametrize("image", PYTHON_IMAGES)
 def test_gate_source_and_snapshot(stack: Stack, image: str) -> None:
     host = stack.host(image)
@@ -133,7 +151,7 @@ def test_gate_source_and_snapshot(stack: Stack, image: str) -> None:
 
 
 @pytest.mark.parametrize(("image", "entrypoint", "cmd"), [
-    ("redis", ["redis-server", "/etc/redis/redis-pi.conf"], None),
+    ("redis", ["redis-entrypoint"], None),
     ("config-seeder", ["celery-config"], ["publish"]),
     ("worker", ["celery-config-gate"], ["supervisord", "-c", "/etc/supervisor/supervisord.conf"]),
     ("api", ["celery-config-gate"], ["uvicorn", "api_service.app:app", "--host", "0.0.0.0",

@@ -115,3 +115,17 @@ def test_worker_that_cannot_start_ends_its_container(stack: Stack) -> None:
         assert code == 0  # supervisord's own exit on SIGTERM; the restart policy still applies
     finally:
         worker.remove(force=True, v=True)
+
+
+def test_redis_without_its_password_files_stops_with_one_line(stack: Stack) -> None:
+    """No Redis without its users: a start with a password file missing is exit 2, one line."""
+    from tests.images.conftest import HARDENING, image_ref
+
+    redis = stack.client.containers.run(
+        image_ref("redis"), detach=True, network=stack.network,
+        tmpfs={"/run/redis": "size=1m,uid=999,gid=999,mode=0700"}, **HARDENING)
+    code, _, err = finished(redis, timeout=30)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "redis-entrypoint: error: /run/secrets/redis-default: missing, empty or unreadable "
+        "(the password of Redis user default)"]

@@ -1,0 +1,24 @@
+#!/bin/sh
+# Create the Redis passwords of the stack, once: one file per Redis user (images/redis/
+# roles.acl) in DIR (default: ./secrets, git-ignored). An existing file is kept, so running it
+# again changes nothing; to rotate a password, replace its file (README, "Rotate a password").
+#
+# Modes: the directory is 0700, so that no other user of the host can reach the files. The
+# files themselves are 0644 because compose (outside Swarm) bind-mounts a file secret with its
+# host owner and mode, ignoring the uid/gid/mode it is given (docker/compose#9648), and each
+# service reads its password as its own unprivileged user (redis 999, app 10001).
+set -eu
+
+dir=${1:-secrets}
+umask 077
+mkdir -p "$dir"
+chmod 0700 "$dir"
+for role in default seeder worker api admin; do
+    file=$dir/redis-$role
+    [ -s "$file" ] && continue
+    # 32 random bytes, URL-safe base64 (no padding): usable in a URL and in a file alike.
+    head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' > "$file.new"
+    chmod 0644 "$file.new"
+    mv "$file.new" "$file"
+    echo "make-secrets: created $file"
+done

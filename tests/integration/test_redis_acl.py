@@ -1,0 +1,224 @@
+"""Redis users per role (issue 10) against a real redis-server started by the redis image's own
+entrypoint (images/redis/redis-entrypoint) from its own rules (images/redis/roles.acl) and
+password files: every flow of the project works as its role, with ``ACL LOG`` empty after it
+(tasks with results, events, mingle, pidbox control, a queue added and one removed live, the
+fleet records, status), and each role is refused (NOPERM) what it may not do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from celery_config_sync.redis_layout import Keys, publish
+from celery_config_sync.source import load_source
+from tests.conftest import ROOT, SOURCE, free_port, require
+from tests.integration.test_cli import error_line, run
+from tests.integration.test_live_reload import with_reports
+from tests.redis_process import redis_server_binary
+from tests.service_processes import running, start_api, start_worker, wait_for
+
+pytestmark = pytest.mark.integration
+NS = "celery_config"
+KEYS = Keys(NS)
+IMAGE = ROOT / "images" / "redis"
+ROLES = ("default", "seeder", "worker", "api", "admin")
+V1 = load_source(str(SOURCE), "rpi")
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class AclRedis:
+    """redis-server exec'd by the image's entrypoint, with the passwords in ``secrets``."""
+
+    port: int
+    secrets: Path
+    process: subprocess.Popen[bytes]
+
+    def url(self, role: str, db: int = 0) -> str:
+        return f"redis://{role}@127.0.0.1:{self.port}/{db}"
+
+    def password_file(self, role: str) -> str:
+        return str(self.secrets / f"redis-{role}")
+
+    def client(self, role: str) -> redis.Redis:
+        return redis.Redis(port=self.port, username=role,
+                           password=(self.secrets / f"redis-{role}").read_text().strip())
+
+    def acl_log(self) -> list[dict[str, object]]:
+        entries = self.client("admin").execute_command("ACL", "LOG")
+        return [{k.decode() if isinstance(k, bytes) else k: v for k, v in e.items()}
+                for e in entries]
+
+    def as_role(self, role: str) -> dict[str, str]:
+        """The environment of a process of ``role``: user in the URL, password in a file,
+        Celery's keys under the prefix the ACL gives them."""
+        return {"CELERY_CONFIG_REDIS_PASSWORD_FILE": self.password_file(role),
+                "CELERY_CONFIG_CELERY_KEYPREFIX": "celery:"}
+
+
+def start_acl_redis(workdir: Path) -> AclRedis:
+    require(redis_server_binary() is not None, "redis-server is not installed")
+    secret_dir = workdir / "secrets"
+    secret_dir.mkdir()
+    for role in ROLES:
+        (secret_dir / f"redis-{role}").write_text(secrets.token_urlsafe(24) + "\n")
+    port = free_port()
+    conf = workdir / "redis.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\n"
+                    f"appendonly no\ndir {workdir}\n")
+    env = {**os.environ, "REDIS_CONF": str(conf), "REDIS_ROLES_FILE": str(IMAGE / "roles.acl"),
+           "REDIS_SECRETS_DIR": str(secret_dir), "REDIS_ACL_FILE": str(workdir / "users.acl")}
+    process = subprocess.Popen(["sh", str(IMAGE / "redis-entrypoint")], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = AclRedis(port, secret_dir, process)
+
+    def answers() -> bool:
+        assert process.poll() is None, "redis-server exited"
+        try:
+            return bool(server.client("default").ping())
+        except redis.ConnectionError:
+            return False
+
+    wait_for(answers, 10, "redis-server behind the entrypoint", interval=0.05)
+    return server
+
+
+@pytest.fixture(scope="module")
+def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
+    server = start_acl_redis(tmp_path_factory.mktemp("acl-redis"))
+    yield server
+    server.process.terminate()
+    server.process.wait(10)
+
+
+def test_the_acl_file_holds_hashes_only(acl_redis: AclRedis,
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    text = (acl_redis.secrets.parent / "users.acl").read_text()
+    assert {line.split()[1] for line in text.splitlines()} == set(ROLES)
+    for role in ROLES:
+        assert (acl_redis.secrets / f"redis-{role}").read_text().strip() not in text
+    assert oct((acl_redis.secrets.parent / "users.acl").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_missing_password_file_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    secret_dir = tmp_path / "secrets"
+    secret_dir.mkdir()
+    (secret_dir / "redis-default").write_text("x\n")
+    env = {**os.environ, "REDIS_CONF": "/dev/null", "REDIS_ROLES_FILE": str(IMAGE / "roles.acl"),
+           "REDIS_SECRETS_DIR": str(secret_dir), "REDIS_ACL_FILE": str(tmp_path / "users.acl")}
+    result = subprocess.run(["sh", str(IMAGE / "redis-entrypoint")], env=env, timeout=10,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"redis-entrypoint: error: {secret_dir}/redis-seeder: missing, empty or unreadable "
+        "(the password of Redis user seeder)"]
+    assert not (tmp_path / "users.acl").exists()
+
+
+def test_unauthenticated_clients_get_nothing(acl_redis: AclRedis) -> None:
+    anonymous = redis.Redis(port=acl_redis.port)
+    for command in (("PING",), ("GET", KEYS.version), ("KEYS", "*")):
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.execute_command(*command)
+    assert acl_redis.client("default").ping()  # the healthcheck's user: PING, nothing else
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        acl_redis.client("default").get(KEYS.version)
+
+
+def test_every_flow_works_as_its_role_with_the_acl_log_empty(
+        acl_redis: AclRedis, tmp_path: Path) -> None:
+    acl_redis.client("admin").execute_command("ACL", "LOG", "RESET")
+    seeder = acl_redis.as_role("seeder")
+    published = run("publish", url=acl_redis.url("seeder"), **seeder)
+    assert published.returncode == 0, published.stderr
+    worker = start_worker(acl_redis.url("worker"), tmp_path, "-E", "--concurrency", "2",
+                          gossip=True,  # as the image runs it: mingle, gossip, events
+                          CELERY_RESULT_BACKEND=acl_redis.url("worker", 1),
+                          CELERY_CONFIG_HEARTBEAT_INTERVAL="1", **acl_redis.as_role("worker"))
+    api = start_api(acl_redis.url("api"), tmp_path, CELERY_RESULT_BACKEND=acl_redis.url("api", 1),
+                    CELERY_CONFIG_HEARTBEAT_INTERVAL="1", **acl_redis.as_role("api"))
+    with running(worker, api):
+        task = api.enqueue("scan.discovery")  # a task, its result through the backend
+        assert api.result(task["id"])["state"] == "SUCCESS"
+        # Live: a queue added (add_consumer), one removed (cancel_consumer), new route followed.
+        publish(acl_redis.client("admin"), NS, with_reports(V1), source="v2")
+        wait_for(lambda: api.get("/readyz")["version"] == 2, 10, "the API on v2")
+        wait_for(lambda: "reports" in worker.log(), 10, "the worker consuming reports")
+        report = api.enqueue("report.build")
+        assert report["queue"] == "reports"
+        assert api.result(report["id"])["state"] == "SUCCESS"
+        # Pidbox: an operator's control command through the worker's own credentials.
+        control = subprocess.run(
+            [str(BIN / "celery"), "--app", "worker_service.app", "inspect", "active_queues",
+             "--json", "--timeout", "5"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+            check=False, env={**os.environ, **acl_redis.as_role("worker"),
+                              "CELERY_BROKER_URL": acl_redis.url("worker"),
+                              "CELERY_CONFIG_REDIS_URL": acl_redis.url("worker"),
+                              "CELERY_RESULT_BACKEND": acl_redis.url("worker", 1)})
+        assert control.returncode == 0, control.stderr[-2000:]
+        assert "reports" in control.stdout
+        status = run("status", "--format", "json", url=acl_redis.url("seeder"), **seeder)
+        fleet = json.loads(status.stdout)["fleet"]
+        assert {entry["service"] for entry in fleet} == {"worker", "api"}, status.stderr
+    assert acl_redis.acl_log() == [], "denied during the run"
+    # Celery's keys are all under its prefix; nothing outside it but the namespace.
+    names = {key.decode() for key in acl_redis.client("admin").scan_iter(count=1000)}
+    assert names and all(k.startswith(("celery:", f"{NS}:")) or k == NS for k in names), names
+
+
+FORBIDDEN: dict[str, list[tuple[str, ...]]] = {
+    "seeder": [("FLUSHALL",), ("CONFIG", "SET", "maxmemory", "1"), ("KEYS", "*"),
+               ("GET", "celery:unacked"), ("LPUSH", "celery:scan", "x"),
+               ("SUBSCRIBE", "celery:/0.celeryev"), ("SUBSCRIBE", f"{NS}_updates")],
+    "worker": [("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "SET", "maxmemory", "1"), ("KEYS", "*"),
+               ("HSET", KEYS.routes, "x", "{}"), ("SET", KEYS.version, "9"),
+               ("DEL", KEYS.meta), ("PUBLISH", "elsewhere", "x"), ("SUBSCRIBE", "elsewhere"),
+               ("PSUBSCRIBE", "celery:*x"), ("ACL", "LIST"), ("CLIENT", "KILL", "ID", "1"),
+               ("SCRIPT", "FLUSH"), ("SHUTDOWN",), ("MONITOR",), ("GET", "other-app:secret")],
+    "default": [("GET", KEYS.version), ("INFO",), ("SUBSCRIBE", f"{NS}_updates")],
+}
+FORBIDDEN["api"] = FORBIDDEN["worker"]
+
+
+@pytest.mark.parametrize("role", FORBIDDEN)
+def test_each_role_is_refused_what_it_may_not_do(acl_redis: AclRedis, role: str) -> None:
+    client = acl_redis.client(role)
+    for command in FORBIDDEN[role]:
+        if command[0] in ("SUBSCRIBE", "PSUBSCRIBE"):
+            pubsub = client.pubsub()
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                getattr(pubsub, command[0].lower())(*command[1:])
+                pubsub.get_message(timeout=1)  # the refusal arrives as the reply
+            pubsub.close()
+            continue
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.execute_command(*command)
+
+
+def test_a_wrong_password_file_is_one_line_exit_2(acl_redis: AclRedis, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    started = time.monotonic()
+    result = run("show", url=acl_redis.url("seeder"),
+                 CELERY_CONFIG_REDIS_PASSWORD_FILE=str(wrong))
+    assert result.returncode == 2 and "refused access" in error_line(result)
+    assert time.monotonic() - started < 5
+    missing = run("show", url=acl_redis.url("seeder"),
+                  CELERY_CONFIG_REDIS_PASSWORD_FILE=str(tmp_path / "absent"))
+    assert missing.returncode == 2
+    assert error_line(missing).startswith(f"celery-config: error: password file {tmp_path}")
+    assert "No such file" in error_line(missing)
+    both = run("show", url=f"redis://seeder:x@127.0.0.1:{acl_redis.port}/0",
+               CELERY_CONFIG_REDIS_PASSWORD_FILE=acl_redis.password_file("seeder"))
+    assert both.returncode == 2 and "keep the password in the file only" in error_line(both)
