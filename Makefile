@@ -16,7 +16,9 @@ PLATFORMS ?= linux/arm64,linux/amd64
 CA_BUNDLE ?=
 export REGISTRY TAG BASE_IMAGE PLATFORMS CA_BUNDLE
 NATIVE_PLATFORM = $(shell docker version --format '{{.Server.Os}}/{{.Server.Arch}}')
-COMPOSE := docker compose --project-directory . -f compose/compose.yaml
+# TLS=1: the stack with TLS between the services and Redis (compose/tls.yaml; `make tls`).
+TLS ?=
+COMPOSE := docker compose --project-directory . -f compose/compose.yaml $(if $(TLS),-f compose/tls.yaml)
 
 .PHONY: help
 help: ## List the targets
@@ -48,13 +50,14 @@ lint: install ## ruff, mypy, import contract, hadolint, shellcheck, actionlint
 	find images -name Dockerfile -print0 | xargs -0 -r $(VENV)/bin/hadolint
 	find . -path ./$(VENV) -prune -o -name '*.sh' -print0 | xargs -0 -r $(VENV)/bin/shellcheck
 	$(VENV)/bin/shellcheck .ci/run images/python-base/celery-config-gate images/redis/redis-entrypoint \
-		images/redis/redis-admin
+		images/redis/redis-admin images/redis/redis-cli-as
 	$(VENV)/bin/actionlint
 
 .PHONY: bench
 bench: install ## Load benchmark (and the image/stack reports when images exist)
 	$(PY) bench/load_bench.py
 	$(PY) bench/reload_bench.py
+	$(PY) bench/tls_bench.py
 
 .PHONY: bake
 bake: ## Build every image for $(PLATFORMS) with docker buildx bake
@@ -81,8 +84,12 @@ reports: bench images-report stack-report ## Every printed report (load bench, i
 secrets: ## Create the Redis passwords once (secrets/, git-ignored); existing ones are kept
 	sh compose/make-secrets.sh secrets
 
+.PHONY: tls
+tls: ## Create the optional TLS material once (secrets/tls: a private CA, Redis's certificate)
+	sh compose/make-tls.sh secrets
+
 .PHONY: up
-up: secrets ## Start the Raspberry Pi stack (compose profile rpi) and wait until it is healthy
+up: secrets $(if $(TLS),tls) ## Start the Raspberry Pi stack (compose profile rpi) and wait until it is healthy
 	$(COMPOSE) --profile rpi up --detach --wait
 
 .PHONY: down

@@ -32,7 +32,9 @@ FOREIGN = ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "DOCKER_D
            "API_PORT", "API_BIND", "CELERY_CONFIG_WAIT_TIMEOUT", "CELERY_CONFIG_ON_TIMEOUT",
            "CELERY_CONFIG_LIVE_RELOAD", "CELERY_CONFIG_ON_RESTART_REQUIRED",
            "CELERY_CONFIG_HEARTBEAT_INTERVAL", "CELERY_SECRETS_DIR")
+TLS_FILE = ROOT / "compose" / "tls.yaml"
 MAKE_SECRETS = ROOT / "compose" / "make-secrets.sh"
+MAKE_TLS = ROOT / "compose" / "make-tls.sh"
 
 
 def image_ref(name: str) -> str:
@@ -81,13 +83,16 @@ class Stack:
     project: str
     api_port: int
     env: dict[str, str] = field(default_factory=dict)
-    # This project's own Redis passwords, made by the project's script (as `make secrets`).
+    tls: bool = False  # with compose/tls.yaml (TLS between the services and Redis)
+    # This project's own Redis passwords (and TLS material), made by the project's scripts,
+    # as `make secrets` (and `make tls`) do.
     secrets: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.secrets = Path(tempfile.mkdtemp(prefix=f"{self.project}-")) / "secrets"
-        subprocess.run(["sh", str(MAKE_SECRETS), str(self.secrets)], check=True,
-                       capture_output=True)
+        for script in (MAKE_SECRETS, MAKE_TLS) if self.tls else (MAKE_SECRETS,):
+            subprocess.run(["sh", str(script), str(self.secrets)], check=True,
+                           capture_output=True)
 
     def password(self, role: str) -> str:
         return (self.secrets / f"redis-{role}").read_text().strip()
@@ -100,7 +105,9 @@ class Stack:
                 **self.env, **extra}
 
     def command(self, *args: str) -> list[str]:
-        return ["docker", "compose", "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE),
+        files = [COMPOSE_FILE, TLS_FILE] if self.tls else [COMPOSE_FILE]
+        return ["docker", "compose", "--project-directory", str(ROOT),
+                *(arg for path in files for arg in ("-f", str(path))),
                 "-p", self.project, "--profile", "rpi", *args]
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True,

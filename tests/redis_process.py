@@ -1,11 +1,15 @@
-"""A redis-server process of our own on a free loopback port, for the tests and the benchmarks."""
+"""A redis-server process of our own on a free loopback port, for the tests and the benchmarks;
+and one started by the redis image's own entrypoint, with its ACL users (and TLS)."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -64,3 +68,79 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
+
+
+# ------------------------------------------------------------- behind the image's entrypoint
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = ROOT / "images" / "redis"
+ROLES = ("default", "seeder", "worker", "api", "admin")
+
+
+@dataclass
+class AclRedis:
+    """redis-server exec'd by the image's entrypoint, with the passwords in ``secrets``."""
+
+    port: int
+    secrets: Path
+    process: subprocess.Popen[bytes]
+    tls: bool = False
+
+    def url(self, role: str, db: int = 0) -> str:
+        if self.tls:  # as compose/tls.yaml writes them
+            return (f"rediss://{role}@127.0.0.1:{self.port}/{db}?ssl_cert_reqs=required"
+                    f"&ssl_ca_certs={self.secrets / 'redis-tls-ca'}")
+        return f"redis://{role}@127.0.0.1:{self.port}/{db}"
+
+    def password_file(self, role: str) -> str:
+        return str(self.secrets / f"redis-{role}")
+
+    def client(self, role: str) -> redis.Redis:
+        return redis.Redis.from_url(self.url(role),
+                                    password=(self.secrets / f"redis-{role}").read_text().strip())
+
+    def acl_log(self) -> list[dict[str, object]]:
+        entries = self.client("admin").execute_command("ACL", "LOG")
+        return [{k.decode() if isinstance(k, bytes) else k: v for k, v in e.items()}
+                for e in entries]
+
+    def as_role(self, role: str) -> dict[str, str]:
+        """The environment of a process of ``role``: user in the URL, password in a file,
+        Celery's keys under the prefix the ACL gives them."""
+        return {"CELERY_CONFIG_REDIS_PASSWORD_FILE": self.password_file(role),
+                "CELERY_CONFIG_CELERY_KEYPREFIX": "celery:"}
+
+
+def start_acl_redis(workdir: Path, *, tls: bool = False) -> AclRedis:
+    """With ``tls``: the material of compose/make-tls.sh, mounted under the names compose's
+    tls.yaml gives it, so the entrypoint serves TLS only."""
+    secret_dir = workdir / "secrets"
+    secret_dir.mkdir()
+    for role in ROLES:
+        (secret_dir / f"redis-{role}").write_text(secrets.token_urlsafe(24) + "\n")
+    if tls:
+        subprocess.run(["sh", str(ROOT / "compose" / "make-tls.sh"), str(workdir)], check=True,
+                       capture_output=True)
+        for name, made in (("cert", "redis.crt"), ("key", "redis.key"), ("ca", "ca.crt")):
+            shutil.copy(workdir / "tls" / made, secret_dir / f"redis-tls-{name}")
+    port = free_port()
+    conf = workdir / "redis.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\n"
+                    f"appendonly no\ndir {workdir}\n")
+    env = {**os.environ, "REDIS_CONF": str(conf), "REDIS_ROLES_FILE": str(IMAGE / "roles.acl"),
+           "REDIS_SECRETS_DIR": str(secret_dir), "REDIS_ACL_FILE": str(workdir / "users.acl"),
+           "REDIS_PORT": str(port)}
+    process = subprocess.Popen(["sh", str(IMAGE / "redis-entrypoint")], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = AclRedis(port, secret_dir, process, tls)
+
+    deadline = time.monotonic() + 10
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError("redis-server exited behind the entrypoint")
+        try:
+            server.client("default").ping()
+            return server
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start behind the entrypoint") from None
+            time.sleep(0.05)

@@ -55,9 +55,9 @@ def engine() -> None:
 
 
 @contextmanager
-def make_stack(suffix: str = "", **env: str) -> Iterator[Stack]:
+def make_stack(suffix: str = "", *, tls: bool = False, **env: str) -> Iterator[Stack]:
     project = f"ccs-e2e-{os.getpid()}{suffix}"
-    stack = Stack(project, free_port(), dict(env))
+    stack = Stack(project, free_port(), dict(env), tls)
     stack.down()  # a leftover of a crashed run with the same pid
     try:
         yield stack

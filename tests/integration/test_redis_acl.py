@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,80 +20,23 @@ import redis
 
 from celery_config_sync.redis_layout import Keys, publish
 from celery_config_sync.source import load_source
-from tests.conftest import ROOT, SOURCE, free_port, require
+from tests.conftest import ROOT, SOURCE, require
 from tests.integration.test_cli import error_line, run
 from tests.integration.test_live_reload import with_reports
-from tests.redis_process import redis_server_binary
+from tests.redis_process import ROLES, AclRedis, redis_server_binary, start_acl_redis
 from tests.service_processes import running, start_api, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "celery_config"
 KEYS = Keys(NS)
 IMAGE = ROOT / "images" / "redis"
-ROLES = ("default", "seeder", "worker", "api", "admin")
 V1 = load_source(str(SOURCE), "rpi")
 BIN = Path(sys.executable).parent
 
 
-@dataclass
-class AclRedis:
-    """redis-server exec'd by the image's entrypoint, with the passwords in ``secrets``."""
-
-    port: int
-    secrets: Path
-    process: subprocess.Popen[bytes]
-
-    def url(self, role: str, db: int = 0) -> str:
-        return f"redis://{role}@127.0.0.1:{self.port}/{db}"
-
-    def password_file(self, role: str) -> str:
-        return str(self.secrets / f"redis-{role}")
-
-    def client(self, role: str) -> redis.Redis:
-        return redis.Redis(port=self.port, username=role,
-                           password=(self.secrets / f"redis-{role}").read_text().strip())
-
-    def acl_log(self) -> list[dict[str, object]]:
-        entries = self.client("admin").execute_command("ACL", "LOG")
-        return [{k.decode() if isinstance(k, bytes) else k: v for k, v in e.items()}
-                for e in entries]
-
-    def as_role(self, role: str) -> dict[str, str]:
-        """The environment of a process of ``role``: user in the URL, password in a file,
-        Celery's keys under the prefix the ACL gives them."""
-        return {"CELERY_CONFIG_REDIS_PASSWORD_FILE": self.password_file(role),
-                "CELERY_CONFIG_CELERY_KEYPREFIX": "celery:"}
-
-
-def start_acl_redis(workdir: Path) -> AclRedis:
-    require(redis_server_binary() is not None, "redis-server is not installed")
-    secret_dir = workdir / "secrets"
-    secret_dir.mkdir()
-    for role in ROLES:
-        (secret_dir / f"redis-{role}").write_text(secrets.token_urlsafe(24) + "\n")
-    port = free_port()
-    conf = workdir / "redis.conf"
-    conf.write_text(f"port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\n"
-                    f"appendonly no\ndir {workdir}\n")
-    env = {**os.environ, "REDIS_CONF": str(conf), "REDIS_ROLES_FILE": str(IMAGE / "roles.acl"),
-           "REDIS_SECRETS_DIR": str(secret_dir), "REDIS_ACL_FILE": str(workdir / "users.acl")}
-    process = subprocess.Popen(["sh", str(IMAGE / "redis-entrypoint")], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = AclRedis(port, secret_dir, process)
-
-    def answers() -> bool:
-        assert process.poll() is None, "redis-server exited"
-        try:
-            return bool(server.client("default").ping())
-        except redis.ConnectionError:
-            return False
-
-    wait_for(answers, 10, "redis-server behind the entrypoint", interval=0.05)
-    return server
-
-
 @pytest.fixture(scope="module")
 def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
+    require(redis_server_binary() is not None, "redis-server is not installed")
     server = start_acl_redis(tmp_path_factory.mktemp("acl-redis"))
     yield server
     server.process.terminate()
