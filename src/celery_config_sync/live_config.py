@@ -139,28 +139,40 @@ class LiveConfig:
             running = old.loaded
             if (running.sha256, running.version, running.source) == (
                     published.sha256, published.version, "redis"):
-                return
-            loaded = LoadedConfig.from_published(published)
-            try:
-                routing = build_routing(loaded)
-            except Exception as exc:  # validated content kombu still refuses: never applied
-                self._reject(published.version, f"{type(exc).__name__}: {exc}")
-                return
-            assert self._started_with is not None
-            waiting = tuple(restart_required(self._started_with, loaded.document, self.service))
-            new = Applied(routing, waiting, _now())
-            self._current = new  # the switch: one assignment
-            self.applies += 1
-            self.last_error = ""
-            log.info("applied version %d (sha256 %s) live, was version %d from %s: %s%s",
-                     loaded.version, loaded.sha256[:12], running.version, running.source,
-                     describe_change(running.document, loaded.document),
-                     f"; restart required for {', '.join(waiting)}" if waiting else "")
-            if self.on_apply is not None:
-                self.on_apply(old, new)
-            # Last: the disk (two fsyncs; an SD card is slow) never delays the switch.
-            remember(self.env.fallback_path, loaded, check_existing=False)
-        self.heartbeat()
+                # A good read of what runs: whatever failed before (Redis unreachable, a
+                # rejected version since replaced) is over, and no longer reported.
+                beat, self.last_error = bool(self.last_error), ""
+                if beat:
+                    log.info("Redis answers with version %d again: in sync", running.version)
+            else:
+                beat = self._apply(published, old)
+        if beat:
+            self.heartbeat()
+
+    def _apply(self, published: Published, old: Applied) -> bool:
+        """Switch to ``published`` (under the lock): True once applied, False if refused."""
+        running = old.loaded
+        loaded = LoadedConfig.from_published(published)
+        try:
+            routing = build_routing(loaded)
+        except Exception as exc:  # validated content kombu still refuses: never applied
+            self._reject(published.version, f"{type(exc).__name__}: {exc}")
+            return False
+        assert self._started_with is not None
+        waiting = tuple(restart_required(self._started_with, loaded.document, self.service))
+        new = Applied(routing, waiting, _now())
+        self._current = new  # the switch: one assignment
+        self.applies += 1
+        self.last_error = ""
+        log.info("applied version %d (sha256 %s) live, was version %d from %s: %s%s",
+                 loaded.version, loaded.sha256[:12], running.version, running.source,
+                 describe_change(running.document, loaded.document),
+                 f"; restart required for {', '.join(waiting)}" if waiting else "")
+        if self.on_apply is not None:
+            self.on_apply(old, new)
+        # Last: the disk (two fsyncs; an SD card is slow) never delays the switch.
+        remember(self.env.fallback_path, loaded, check_existing=False)
+        return True
 
     def failed(self, exc: Exception) -> None:
         """A re-read that failed: nothing is applied, the reason is kept and reported."""

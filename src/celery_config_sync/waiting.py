@@ -24,8 +24,20 @@ def wait_for_version(url: str, namespace: str, timeout: float) -> bool:
 
 
 def wait_for_redis(url: str, timeout: float) -> bool:
-    """True once Redis answers PING, False when ``timeout`` seconds ran out first."""
-    return _poll(url, timeout, lambda client: bool(client.ping()), "no PONG")
+    """True once Redis answers PING, False when ``timeout`` seconds ran out first.
+
+    An error reply is an answer too: a Redis whose disk is full refuses PING with MISCONF
+    (as every write), and waiting does not fix that; the command that follows reports it."""
+    return _poll(url, timeout, _answers, "no PONG")
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except RedisAccessDenied.causes:
+        raise
+    except redis.ResponseError:
+        return True
 
 
 def _poll(url: str, timeout: float, ready: Callable[[redis.Redis], bool], not_ready: str) -> bool:
