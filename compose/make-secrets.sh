@@ -13,7 +13,7 @@ dir=${1:-secrets}
 umask 077
 mkdir -p "$dir"
 chmod 0700 "$dir"
-for role in default seeder worker api admin; do
+for role in health seeder worker api admin; do
     file=$dir/redis-$role
     [ -s "$file" ] && continue
     # 32 random bytes, URL-safe base64 (no padding): usable in a URL and in a file alike.

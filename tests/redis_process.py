@@ -73,7 +73,7 @@ class RedisServer:
 # ------------------------------------------------------------- behind the image's entrypoint
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "images" / "redis"
-ROLES = ("default", "seeder", "worker", "api", "admin")
+ROLES = ("health", "seeder", "worker", "api", "admin")
 
 
 @dataclass
@@ -110,14 +110,15 @@ class AclRedis:
                 "CELERY_CONFIG_CELERY_KEYPREFIX": "celery:"}
 
 
-def start_acl_redis(workdir: Path, *, tls: bool = False) -> AclRedis:
+def start_acl_redis(workdir: Path, *, tls: bool = False, aof: bool = False) -> AclRedis:
     """With ``tls``: the material of compose/make-tls.sh, mounted under the names compose's
     tls.yaml gives it, so the entrypoint serves TLS only."""
     secret_dir = workdir / "secrets"
-    secret_dir.mkdir()
+    secret_dir.mkdir(exist_ok=True)  # a restart in the same directory keeps the passwords
     for role in ROLES:
-        (secret_dir / f"redis-{role}").write_text(secrets.token_urlsafe(24) + "\n")
-    if tls:
+        if not (secret_dir / f"redis-{role}").exists():
+            (secret_dir / f"redis-{role}").write_text(secrets.token_urlsafe(24) + "\n")
+    if tls and not (secret_dir / "redis-tls-ca").exists():
         subprocess.run(["sh", str(ROOT / "compose" / "make-tls.sh"), str(workdir)], check=True,
                        capture_output=True)
         for name, made in (("cert", "redis.crt"), ("key", "redis.key"), ("ca", "ca.crt")):
@@ -125,10 +126,10 @@ def start_acl_redis(workdir: Path, *, tls: bool = False) -> AclRedis:
     port = free_port()
     conf = workdir / "redis.conf"
     conf.write_text(f"port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\n"
-                    f"appendonly no\ndir {workdir}\n")
+                    f"appendonly {'yes' if aof else 'no'}\ndir {workdir}\n")
     env = {**os.environ, "REDIS_CONF": str(conf), "REDIS_ROLES_FILE": str(IMAGE / "roles.acl"),
            "REDIS_SECRETS_DIR": str(secret_dir), "REDIS_ACL_FILE": str(workdir / "users.acl"),
-           "REDIS_PORT": str(port)}
+           "REDIS_PORT": str(port), "REDIS_DATA": str(workdir)}
     process = subprocess.Popen(["sh", str(IMAGE / "redis-entrypoint")], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = AclRedis(port, secret_dir, process, tls)
@@ -138,7 +139,7 @@ def start_acl_redis(workdir: Path, *, tls: bool = False) -> AclRedis:
         if process.poll() is not None:
             raise RuntimeError("redis-server exited behind the entrypoint")
         try:
-            server.client("default").ping()
+            server.client("health").ping()
             return server
         except redis.ConnectionError:
             if time.monotonic() > deadline:

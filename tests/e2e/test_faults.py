@@ -364,51 +364,29 @@ def test_power_cut_inside_the_last_transaction_leaves_one_whole_version(
                interval=0.1)
     back = time.monotonic() - started
     logs = stack.logs("redis")
-    assert "Revert incomplete MULTI/EXEC transaction" in logs or "Truncating the AOF" in logs, \
+    assert "redis-entrypoint: the AOF ends inside a command or a transaction" in logs, \
         logs[-3000:]
     # One whole version: the one before the cut transaction (which never completed).
     now = held(stack)
     assert (now["version"], now["sha256"]) == (previous["version"], previous["sha256"]), now
     assert "fault.cut" not in now["routes"]
 
-    CUT.update(previous=previous, version=printed["version"], sha256=sha,
-               directory=directory)
     MEASUREMENTS.append(
         f"fault power cut (AOF cut inside the last transaction): redis answering {back:.2f} s "
         f"after start, on version {previous['version']} whole; the cut publish (version "
         f"{printed['version']}) is lost as a whole and must be published again")
 
-
-# What the power cut left: the version before it, and the publish it cut.
-CUT: dict[str, Any] = {}
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "Redis 7.0.15 (Debian bookworm), aof-load-truncated: a short read inside MULTI truncates "
-    "the AOF after the MULTI, not before it, leaving a transaction open in the file; the next "
-    "write joins it and the next restart applies the cut half with it (valkey-io/valkey#4342)."
-    " NS:version is then one ahead of meta.version. Remedy on the redis side: BGREWRITEAOF "
-    "after a truncated load, or a Redis with the fix"))
-def test_after_the_power_cut_a_publish_and_a_restart_keep_version_and_meta_agreeing(
-        stack: Stack) -> None:
-    if not CUT:
-        pytest.skip("the power-cut case did not run to its end")
-    previous = CUT["previous"]
-    try:
-        again = publish_from(stack, CUT["directory"], "seed-after-cut")
-        assert (again["version"], again["sha256"]) == (previous["version"] + 1, CUT["sha256"])
-        stack.compose("restart", "--timeout", "10", "redis")
-        wait_until(lambda: redis_answers(stack), 60, "redis answering after a restart")
-        now = held(stack)  # version, meta and hashes must agree
-        assert (now["version"], now["sha256"]) == (again["version"], CUT["sha256"]), now
-    finally:
-        # Whatever happened, one forced publish makes version and meta agree again; worker
-        # and api back on it.
-        repaired = cli(stack, "publish", "--force",
-                       volume=f"{CUT['directory']}:/etc/celery-config:ro")
-        assert repaired.returncode == 0, repaired.stderr
-        restore(stack, "worker", "api")
-        wait_in_sync(stack, CUT["sha256"], 120, "worker and api on the republished version")
+    # Published again, and Redis restarted once more: no half of the cut transaction comes
+    # back with it (the entrypoint cut it away; valkey-io/valkey#4342): version, meta and
+    # hashes agree.
+    again = publish_from(stack, directory, "seed-after-cut")
+    assert (again["version"], again["sha256"]) == (previous["version"] + 1, sha)
+    stack.compose("restart", "--timeout", "10", "redis")
+    wait_until(lambda: redis_answers(stack), 60, "redis answering after a restart")
+    now = held(stack)
+    assert (now["version"], now["sha256"]) == (again["version"], sha), now
+    restore(stack, "worker", "api")
+    wait_in_sync(stack, sha, 120, "worker and api on the version published again")
 
 
 # ---------------------------------------------------------------------- 3. network cut

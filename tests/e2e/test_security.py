@@ -18,7 +18,7 @@ from tests.compose_stack import MAKE_SECRETS, Stack, demo_tasks, docker
 from tests.e2e.conftest import MEASUREMENTS, NAMESPACE, make_stack
 
 pytestmark = pytest.mark.e2e
-ROLES = ("default", "seeder", "worker", "api", "admin")
+ROLES = ("health", "seeder", "worker", "api", "admin")
 
 # Run inside a service container with its own credentials (its password file, its user):
 # each command's outcome, "ok" or the error's class name.

@@ -36,7 +36,7 @@ def test_the_stack_runs_over_tls(stack: Stack) -> None:
 
 def test_plain_text_is_refused(stack: Stack) -> None:
     plain = stack.compose("exec", "-T", "redis", "sh", "-c",
-                          "redis-cli --user default --askpass PING < /run/secrets/redis-default",
+                          "redis-cli --user health --askpass PING < /run/secrets/redis-health",
                           check=False)
     assert "PONG" not in plain.stdout, plain.stdout
     for service in ("worker", "api"):

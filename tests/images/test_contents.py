@@ -122,8 +122,10 @@ def test_redis_users_come_from_the_secrets_as_hashes(stack: Stack) -> None:
     host = stack.host("redis")
     acl = host.file("/run/redis/users.acl")
     assert acl.user == "redis" and acl.mode == 0o600
-    users = {line.split()[1]: line.split()[3] for line in acl.content_string.splitlines()}
-    assert set(users) == {"default", "seeder", "worker", "api", "admin"}
+    lines = {line.split()[1]: line for line in acl.content_string.splitlines()}
+    assert lines.pop("default") == "user default off ~* &* +@all"  # nobody logs in as it
+    users = {role: line.split()[3] for role, line in lines.items()}
+    assert set(users) == {"health", "seeder", "worker", "api", "admin"}
     for role, hashed in users.items():
         password = (stack.secrets / f"redis-{role}").read_text().strip()
         assert hashed == "#" + hashlib.sha256(password.encode()).hexdigest()

@@ -15,8 +15,10 @@ from tests.images.conftest import IMAGES, PYTHON_IMAGES, image_ref
 
 pytestmark = pytest.mark.images
 
-# What a leaked build secret or CA bundle would look like inside a layer.
-FORBIDDEN_PATH = re.compile(r"(^|/)(run/secrets/|.*\.(crt|pem)$|.*ca-certificates)")
+# What a leaked build secret or CA bundle would look like inside a layer; and a Redis
+# password, TLS key or ACL file (they exist only at run time: secret files, a tmpfs).
+FORBIDDEN_PATH = re.compile(r"(^|/)(run/secrets/|.*\.(crt|pem|key)$|.*ca-certificates|secrets/"
+                            r"|redis-(default|seeder|worker|api|admin)$|users\.acl$)")
 PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 
 

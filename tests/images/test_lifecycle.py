@@ -127,5 +127,5 @@ def test_redis_without_its_password_files_stops_with_one_line(stack: Stack) -> N
     code, _, err = finished(redis, timeout=30)
     assert code == 2
     assert err.strip().splitlines() == [
-        "redis-entrypoint: error: /run/secrets/redis-default: missing, empty or unreadable "
-        "(the password of Redis user default)"]
+        "redis-entrypoint: error: /run/secrets/redis-health: missing, empty or unreadable "
+        "(the password of Redis user health)"]

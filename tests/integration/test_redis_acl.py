@@ -46,7 +46,9 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
 def test_the_acl_file_holds_hashes_only(acl_redis: AclRedis,
                                         tmp_path_factory: pytest.TempPathFactory) -> None:
     text = (acl_redis.secrets.parent / "users.acl").read_text()
-    assert {line.split()[1] for line in text.splitlines()} == set(ROLES)
+    lines = {line.split()[1]: line for line in text.splitlines()}
+    assert set(lines) == {*ROLES, "default"}
+    assert lines["default"] == "user default off ~* &* +@all"  # nobody logs in as it
     for role in ROLES:
         assert (acl_redis.secrets / f"redis-{role}").read_text().strip() not in text
     assert oct((acl_redis.secrets.parent / "users.acl").stat().st_mode & 0o777) == "0o600"
@@ -55,7 +57,7 @@ def test_the_acl_file_holds_hashes_only(acl_redis: AclRedis,
 def test_a_missing_password_file_stops_the_start_with_one_line(tmp_path: Path) -> None:
     secret_dir = tmp_path / "secrets"
     secret_dir.mkdir()
-    (secret_dir / "redis-default").write_text("x\n")
+    (secret_dir / "redis-health").write_text("x\n")
     env = {**os.environ, "REDIS_CONF": "/dev/null", "REDIS_ROLES_FILE": str(IMAGE / "roles.acl"),
            "REDIS_SECRETS_DIR": str(secret_dir), "REDIS_ACL_FILE": str(tmp_path / "users.acl")}
     result = subprocess.run(["sh", str(IMAGE / "redis-entrypoint")], env=env, timeout=10,
@@ -72,9 +74,11 @@ def test_unauthenticated_clients_get_nothing(acl_redis: AclRedis) -> None:
     for command in (("PING",), ("GET", KEYS.version), ("KEYS", "*")):
         with pytest.raises(redis.AuthenticationError):
             anonymous.execute_command(*command)
-    assert acl_redis.client("default").ping()  # the healthcheck's user: PING, nothing else
+    assert acl_redis.client("health").ping()  # the healthcheck's user: PING, nothing else
     with pytest.raises(redis.exceptions.NoPermissionError):
-        acl_redis.client("default").get(KEYS.version)
+        acl_redis.client("health").get(KEYS.version)
+    with pytest.raises(redis.AuthenticationError):  # the default user is off
+        redis.Redis(port=acl_redis.port, username="default", password="").ping()
 
 
 def test_every_flow_works_as_its_role_with_the_acl_log_empty(
@@ -127,7 +131,7 @@ FORBIDDEN: dict[str, list[tuple[str, ...]]] = {
                ("DEL", KEYS.meta), ("PUBLISH", "elsewhere", "x"), ("SUBSCRIBE", "elsewhere"),
                ("PSUBSCRIBE", "celery:*x"), ("ACL", "LIST"), ("CLIENT", "KILL", "ID", "1"),
                ("SCRIPT", "FLUSH"), ("SHUTDOWN",), ("MONITOR",), ("GET", "other-app:secret")],
-    "default": [("GET", KEYS.version), ("INFO",), ("SUBSCRIBE", f"{NS}_updates")],
+    "health": [("GET", KEYS.version), ("INFO",), ("SUBSCRIBE", f"{NS}_updates")],
 }
 FORBIDDEN["api"] = FORBIDDEN["worker"]
 
@@ -163,3 +167,65 @@ def test_a_wrong_password_file_is_one_line_exit_2(acl_redis: AclRedis, tmp_path:
     both = run("show", url=f"redis://seeder:x@127.0.0.1:{acl_redis.port}/0",
                CELERY_CONFIG_REDIS_PASSWORD_FILE=acl_redis.password_file("seeder"))
     assert both.returncode == 2 and "keep the password in the file only" in error_line(both)
+
+
+def test_a_restart_replays_every_transaction_from_the_aof(tmp_path: Path) -> None:
+    """Redis 7.0 replays the AOF's MULTI/EXEC with the default user's permissions
+    (redis/redis#14541): the ACL must not make a restart lose the published configuration."""
+    server = start_acl_redis(tmp_path, aof=True)
+    try:
+        seeder = server.as_role("seeder")
+        for _ in range(2):
+            assert run("publish", "--force", url=server.url("seeder"), **seeder).returncode == 0
+        before = run("show", url=server.url("seeder"), **seeder).stdout
+    finally:
+        server.process.terminate()
+        server.process.wait(10)
+    server = start_acl_redis(tmp_path, aof=True)  # the same data directory and passwords
+    try:
+        shown = run("show", url=server.url("seeder"), **seeder)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout == before
+        assert server.client("admin").get(KEYS.version) == b"2"
+    finally:
+        server.process.terminate()
+        server.process.wait(10)
+
+
+def test_a_power_cut_inside_a_transaction_leaves_one_whole_version(tmp_path: Path) -> None:
+    """The AOF cut inside the last publish's MULTI/EXEC: Redis comes back on the version
+    before it, whole, and the next publish and restart keep version and meta agreeing (the
+    entrypoint cuts the half transaction away: valkey-io/valkey#4342)."""
+    server = start_acl_redis(tmp_path, aof=True)
+    seeder = server.as_role("seeder")
+    try:
+        assert run("publish", url=server.url("seeder"), **seeder).returncode == 0
+        first = run("show", url=server.url("seeder"), **seeder).stdout
+        assert run("publish", "--force", url=server.url("seeder"), **seeder).returncode == 0
+    finally:
+        server.process.terminate()
+        server.process.wait(10)
+    incr = max((tmp_path / "appendonlydir").glob("*.incr.aof"),
+               key=lambda path: int(path.name.split(".")[-3]))
+    data = incr.read_bytes()
+    # Cut a few bytes into the command after the transaction's INCRBY of the version: the
+    # new hashes and the INCRBY are whole in the file, the rest of it and EXEC are not.
+    bump = data.lower().rindex(b"incrby\r\n")
+    assert data.lower().rindex(b"\r\nmulti\r\n") < bump
+    after = data.index(b"*", bump)  # the next command
+    incr.write_bytes(data[:after + 7])
+    for expected_version in (b"1", b"2"):
+        server = start_acl_redis(tmp_path, aof=True)
+        try:
+            admin = server.client("admin")
+            assert admin.get(KEYS.version) == expected_version
+            assert admin.hget(KEYS.meta, "version") == expected_version  # whole, agreeing
+            shown = run("show", url=server.url("seeder"), **seeder)
+            assert shown.returncode == 0, shown.stderr
+            if expected_version == b"1":
+                assert shown.stdout == first
+                assert run("publish", "--force", url=server.url("seeder"),
+                           **seeder).returncode == 0  # then restart once more
+        finally:
+            server.process.terminate()
+            server.process.wait(10)

@@ -31,8 +31,8 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
 
 
 def test_plain_text_is_refused(tls_redis: AclRedis) -> None:
-    plain = redis.Redis(port=tls_redis.port, username="default",
-                        password=Path(tls_redis.password_file("default")).read_text().strip(),
+    plain = redis.Redis(port=tls_redis.port, username="health",
+                        password=Path(tls_redis.password_file("health")).read_text().strip(),
                         socket_timeout=2)
     with pytest.raises(redis.ConnectionError):
         plain.ping()
