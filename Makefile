@@ -35,8 +35,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## Create the virtualenv with every extra (dev, api, worker)
 
 .PHONY: test-fast
-test-fast: install ## Tiers that need no engine: unit + integration (real redis-server)
-	$(PYTEST) tests/unit tests/integration
+test-fast: install ## Tiers that need no engine: unit, integration (real redis-server), manifests
+	$(PYTEST) tests/unit tests/integration tests/manifests
 
 .PHONY: test
 test: install bake ## Every tier: unit, integration, images (testinfra), e2e (compose stack)
@@ -88,8 +88,20 @@ secrets: ## Create the Redis passwords once (secrets/, git-ignored); existing on
 tls: ## Create the optional TLS material once (secrets/tls: a private CA, Redis's certificate)
 	sh compose/make-tls.sh secrets
 
+# A Docker engine that answers. On these machines .ci/run stops the engine it started: start
+# it again from the toolchain it installed; elsewhere (a Pi), say in one line what to run.
+.PHONY: engine
+engine:
+	@docker info >/dev/null 2>&1 || { \
+	    if [ "$$(id -u)" = 0 ] && command -v dockerd >/dev/null && [ -f /etc/docker/daemon.json ]; then \
+	        bash .ci/start-engine.sh; \
+	    else \
+	        echo "make: no Docker engine answers: start it (sudo systemctl start docker), or run bash .ci/toolchain.sh" >&2; \
+	        exit 1; \
+	    fi; }
+
 .PHONY: up
-up: secrets $(if $(TLS),tls) ## Start the Raspberry Pi stack (compose profile rpi) and wait until it is healthy
+up: engine secrets $(if $(TLS),tls) ## Start the Raspberry Pi stack (compose profile rpi) and wait until it is healthy
 	$(COMPOSE) --profile rpi up --detach --wait
 
 .PHONY: down
