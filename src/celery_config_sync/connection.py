@@ -34,7 +34,9 @@ def redacted(url: str) -> str:
 def read_password(path: str) -> str:
     """The password in the file ``path`` (a mounted secret), without its trailing newline."""
     try:
-        password = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        # newline="": the bytes as written (a lone \r stays \r), then the line end dropped.
+        with Path(path).open(encoding="utf-8", newline="") as file:
+            password = file.read().rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise CeleryConfigError(f"password file {path}: cannot read it "
                                 f"({getattr(exc, 'strerror', None) or exc})") from None
