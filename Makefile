@@ -18,7 +18,10 @@ export REGISTRY TAG BASE_IMAGE PLATFORMS CA_BUNDLE
 NATIVE_PLATFORM = $(shell docker version --format '{{.Server.Os}}/{{.Server.Arch}}')
 # TLS=1: the stack with TLS between the services and Redis (compose/tls.yaml; `make tls`).
 TLS ?=
-COMPOSE := docker compose --project-directory . -f compose/compose.yaml $(if $(TLS),-f compose/tls.yaml)
+# The project directory is compose/ (the services extend compose/base.yaml beside them); a .env
+# at the root still sets the variables, as with the root compose.yaml.
+COMPOSE := docker compose -f compose/compose.yaml $(if $(wildcard .env),--env-file .env) \
+	$(if $(TLS),-f compose/tls.yaml)
 
 .PHONY: help
 help: ## List the targets
@@ -112,6 +115,38 @@ down: ## Stop and remove the stack's containers (either profile); volumes are ke
 .PHONY: logs
 logs: ## Follow the stack's logs
 	$(COMPOSE) --profile rpi --profile dev logs --follow --tail 100
+
+# Docker Swarm (README, "A cluster of Pis"): the same services, compose/base.yaml, with
+# compose/swarm.yaml on top. Run on a manager; the Redis node carries the label
+# celery-config-sync.redis=true. ENCRYPT=1 encrypts the overlay network between nodes.
+SWARM_STACK ?= celery-config-sync
+ENCRYPT ?=
+SWARM_FILES := -c compose/base.yaml -c compose/swarm.yaml $(if $(ENCRYPT),-c compose/swarm-encrypted.yaml)
+
+.PHONY: swarm-config
+swarm-config: ## Check the Swarm stack files offline (docker stack config)
+	docker stack config $(SWARM_FILES) >/dev/null
+
+.PHONY: swarm-deploy
+swarm-deploy: engine secrets ## Deploy (or update) the stack on this Swarm manager and wait for it
+	docker stack deploy --detach=false $(SWARM_FILES) $(SWARM_STACK)
+
+.PHONY: swarm-publish
+swarm-publish: ## Run the seeder job again (after a new seeder image: docker service update --image)
+	docker service update --detach=false --force $(SWARM_STACK)_config-seeder
+
+.PHONY: swarm-status
+swarm-status: ## The published version and every replica's (celery-config status, one-off container)
+	docker run --rm --network $(SWARM_STACK)_default --read-only --cap-drop ALL \
+		--security-opt no-new-privileges:true \
+		--volume $(CURDIR)/secrets/redis-seeder:/run/secrets/redis-password:ro \
+		--env CELERY_CONFIG_REDIS_URL=redis://seeder@redis:6379/0 \
+		--env CELERY_CONFIG_REDIS_PASSWORD_FILE=/run/secrets/redis-password \
+		$(REGISTRY)/celery-config-sync/config-seeder:$(TAG) status --format table
+
+.PHONY: swarm-rm
+swarm-rm: ## Remove the stack (its volumes stay on their nodes)
+	docker stack rm --detach=false $(SWARM_STACK)
 
 .PHONY: stack-report
 stack-report: install ## Stack cold start, seeder, fallback start and idle memory vs a Pi 4 budget

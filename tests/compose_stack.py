@@ -105,8 +105,10 @@ class Stack:
                 **self.env, **extra}
 
     def command(self, *args: str) -> list[str]:
+        # compose/ is the project directory: its services extend compose/base.yaml, a path
+        # compose versions resolve against the file or the project directory (the same here).
         files = [COMPOSE_FILE, TLS_FILE] if self.tls else [COMPOSE_FILE]
-        return ["docker", "compose", "--project-directory", str(ROOT),
+        return ["docker", "compose", "--project-directory", str(COMPOSE_FILE.parent),
                 *(arg for path in files for arg in ("-f", str(path))),
                 "-p", self.project, "--profile", "rpi", *args]
 

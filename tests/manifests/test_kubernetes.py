@@ -116,8 +116,20 @@ def containers(pod: Doc) -> list[Doc]:
 
 
 def compose_rpi() -> dict[str, Doc]:
+    """compose.yaml's rpi services, each over the compose/base.yaml service it extends."""
     services: dict[str, Doc] = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
-    return {name: services[name] for name in SERVICES}
+    merged = {}
+    for name in SERVICES:
+        service = dict(services[name])
+        extends = service.pop("extends", None)
+        if extends:
+            base = yaml.safe_load((COMPOSE_FILE.parent / extends["file"]).read_text())
+            service = {**base["services"][extends["service"]], **service}
+        if "healthcheck" in service:  # as compose reads it: $$ is a literal $
+            test = [word.replace("$$", "$") for word in service["healthcheck"]["test"]]
+            service["healthcheck"] = {**service["healthcheck"], "test": test}
+        merged[name] = service
+    return merged
 
 
 def compose_default(value: Any) -> str:
