@@ -33,19 +33,15 @@ NS = "celery_config"
 ROUNDS = 300
 
 
-def password(server: AclRedis, role: str) -> str:
-    return Path(server.password_file(role)).read_text().strip()
-
-
 def measures(server: AclRedis) -> dict[str, Callable[[], object]]:
-    seeder = redis.Redis.from_url(server.url("seeder"), password=password(server, "seeder"))
+    seeder = redis.Redis.from_url(server.url("seeder"), password=server.password("seeder"))
     document = load_source(str(ROOT / "config" / "celery" / "source.py"), "rpi")
     publish(seeder, NS, document, source="bench", force=True)
     reader = RedisReader(redis.Redis.from_url(server.url("worker"),
-                                              password=password(server, "worker")), NS)
+                                              password=server.password("worker")), NS)
 
     def connect() -> object:
-        client = redis.Redis.from_url(server.url("worker"), password=password(server, "worker"))
+        client = redis.Redis.from_url(server.url("worker"), password=server.password("worker"))
         try:
             return client.ping()
         finally:

@@ -94,9 +94,12 @@ class AclRedis:
     def password_file(self, role: str) -> str:
         return str(self.secrets / f"redis-{role}")
 
+    def password(self, role: str) -> str:
+        return (self.secrets / f"redis-{role}").read_text().strip()
+
     def client(self, role: str) -> redis.Redis:
         return redis.Redis.from_url(self.url(role),
-                                    password=(self.secrets / f"redis-{role}").read_text().strip())
+                                    password=self.password(role))
 
     def acl_log(self) -> list[dict[str, object]]:
         entries = self.client("admin").execute_command("ACL", "LOG")

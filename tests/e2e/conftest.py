@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -65,6 +66,14 @@ def make_stack(suffix: str = "", *, tls: bool = False, **env: str) -> Iterator[S
         stack.down()
         left = containers_of(project)
         assert not left, f"containers left behind by {project}: {left}"
+
+
+def up_measured(stack: Stack, what: str, timeout: float = 240) -> None:
+    """``stack.up``, its time printed at the end of the run (never asserted)."""
+    started = time.monotonic()
+    stack.up(timeout=timeout)
+    MEASUREMENTS.append(f"{what}: `up --wait` returned after "
+                        f"{time.monotonic() - started:.1f} s")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -17,7 +17,7 @@ import pytest
 from celery_config_sync.source import load_source
 from tests.compose_stack import Stack, docker, image_ref, wait_until
 from tests.conftest import SOURCE, require
-from tests.e2e.conftest import MEASUREMENTS, make_stack
+from tests.e2e.conftest import MEASUREMENTS, make_stack, up_measured
 from tests.e2e.live_sources import WITH_REPORTS, publish_from, source_dir, starts
 
 pytestmark = pytest.mark.e2e
@@ -34,10 +34,7 @@ def arm64_stack(engine: None) -> Iterator[Stack]:
             f"({probe.stdout.strip()} {probe.stderr.strip()})")
     with make_stack("-arm64", DOCKER_DEFAULT_PLATFORM=PLATFORM,
                     CELERY_CONFIG_WAIT_TIMEOUT="300") as stack:
-        started = time.monotonic()
-        stack.up(timeout=480)
-        MEASUREMENTS.append(f"arm64 stack (emulated): `up --wait` returned after "
-                            f"{time.monotonic() - started:.1f} s")
+        up_measured(stack, "arm64 stack (emulated)", timeout=480)
         yield stack
 
 

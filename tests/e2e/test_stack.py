@@ -29,7 +29,14 @@ from tests.compose_stack import (
     wait_until,
 )
 from tests.conftest import ROOT, SOURCE
-from tests.e2e.conftest import MEASUREMENTS, NAMESPACE, expected_queue, make_stack, now_utc
+from tests.e2e.conftest import (
+    MEASUREMENTS,
+    NAMESPACE,
+    expected_queue,
+    make_stack,
+    now_utc,
+    up_measured,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -51,10 +58,7 @@ def source() -> ConfigDocument:
 @pytest.fixture(scope="module")
 def stack(engine: None) -> Iterator[Stack]:
     with make_stack() as current:
-        started = time.monotonic()
-        current.up(timeout=240)
-        MEASUREMENTS.append(f"amd64 stack: `up --wait` returned after "
-                            f"{time.monotonic() - started:.1f} s")
+        up_measured(current, "amd64 stack")
         yield current
 
 

@@ -3,13 +3,12 @@ starts, tasks run through the TLS broker and result backend, and Redis speaks TL
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.compose_stack import Stack
-from tests.e2e.conftest import MEASUREMENTS, make_stack
+from tests.e2e.conftest import make_stack, up_measured
 
 pytestmark = pytest.mark.e2e
 
@@ -17,10 +16,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack(engine: None) -> Iterator[Stack]:
     with make_stack("-tls", tls=True) as current:
-        started = time.monotonic()
-        current.up(timeout=240)
-        MEASUREMENTS.append(f"amd64 stack with TLS: `up --wait` returned after "
-                            f"{time.monotonic() - started:.1f} s")
+        up_measured(current, "amd64 stack with TLS")
         yield current
 
 

@@ -50,7 +50,7 @@ def test_the_acl_file_holds_hashes_only(acl_redis: AclRedis,
     assert set(lines) == {*ROLES, "default"}
     assert lines["default"] == "user default off ~* &* +@all"  # nobody logs in as it
     for role in ROLES:
-        assert (acl_redis.secrets / f"redis-{role}").read_text().strip() not in text
+        assert acl_redis.password(role) not in text
     assert oct((acl_redis.secrets.parent / "users.acl").stat().st_mode & 0o777) == "0o600"
 
 

@@ -32,7 +32,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
 
 def test_plain_text_is_refused(tls_redis: AclRedis) -> None:
     plain = redis.Redis(port=tls_redis.port, username="health",
-                        password=Path(tls_redis.password_file("health")).read_text().strip(),
+                        password=tls_redis.password("health"),
                         socket_timeout=2)
     with pytest.raises(redis.ConnectionError):
         plain.ping()
