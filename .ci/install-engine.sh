@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes
 TRIXIE_SOURCES=/etc/apt/sources.list.d/ci-trixie.sources
 TRIXIE_PIN=/etc/apt/preferences.d/ci-trixie
 TRIXIE_PKGS="docker.io docker-cli docker-buildx docker-compose"
-BOOKWORM_PKGS="qemu-user-static binfmt-support debootstrap docker-registry redis-server curl jq"
+BOOKWORM_PKGS="qemu-user-static binfmt-support debootstrap docker-registry redis-server curl jq socat"
 
 log() { echo "[ci] $*"; }
 
