@@ -115,9 +115,25 @@ def containers(pod: Doc) -> list[Doc]:
     return [*pod.get("initContainers", []), *pod["containers"]]
 
 
+class ComposeLoader(yaml.SafeLoader):
+    """YAML as compose writes it: its merge tags (`!reset`, `!override`, on the dev services
+    only) read as the plain value they tag."""
+
+
+def _untagged(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+ComposeLoader.add_multi_constructor("!", _untagged)
+
+
 def compose_rpi() -> dict[str, Doc]:
     """compose.yaml's rpi services, each over the compose/base.yaml service it extends."""
-    services: dict[str, Doc] = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    services: dict[str, Doc] = yaml.load(COMPOSE_FILE.read_text(), ComposeLoader)["services"]
     merged = {}
     for name in SERVICES:
         service = dict(services[name])
