@@ -1,0 +1,68 @@
+"""What the health page shows, as one JSON-able view (``GET /health.json``; the page renders it).
+
+Everything comes from the library, read fresh from Redis at each request: the published
+version and the fleet with its problems (:func:`celery_config_sync.status_report`, the same
+report as ``celery-config status``), the queues' depth and the version history. This API
+instance adds what it applies itself, so that the page still says something useful when
+Redis does not answer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from celery_config_sync.codec import ConfigDocument
+from celery_config_sync.errors import CeleryConfigError, NotPublished
+from celery_config_sync.live_config import LiveConfig
+from celery_config_sync.loader import RedisReader
+from celery_config_sync.status_report import status_report
+
+
+@dataclass(frozen=True)
+class HealthSource:
+    """The page's own reader (its decode memo apart from the watcher's), on the service's
+    Redis client: no second connection pool."""
+
+    live: LiveConfig
+    reader: RedisReader
+
+    @classmethod
+    def of(cls, live: LiveConfig) -> HealthSource:
+        reader = RedisReader(live.reader.client, live.env.namespace, allow=live.env.allow_unsafe)
+        return cls(live, reader)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self.reader.client
+
+    @property
+    def namespace(self) -> str:
+        return self.reader.namespace
+
+
+def health_view(source: HealthSource) -> dict[str, Any]:
+    """The whole view. Never raises for Redis trouble: ``error`` says what failed, and what
+    this instance applies is still there."""
+    started = time.perf_counter()
+    view: dict[str, Any] = {"namespace": source.namespace, "error": None,
+                            "this_instance": source.live.status(), "published": None,
+                            "fleet": [], "in_sync": False, "queues": []}
+    document: ConfigDocument = source.live.current.loaded.document
+    try:
+        report, published = status_report(source.reader)
+        view["fleet"] = report.pop("fleet")
+        view["in_sync"] = report.pop("in_sync")
+        view["published"] = report
+        if published is not None:
+            document = published.document
+    except NotPublished as exc:
+        view["error"] = f"nothing published: {exc}"
+    except (redis.RedisError, OSError, CeleryConfigError) as exc:
+        view["error"] = f"Redis did not answer: {type(exc).__name__}: {exc}"
+    view["queues"] = [{"name": name, "depth": None} for name in document.queues]
+    view["rendered_in_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return view
