@@ -21,6 +21,7 @@ from tests.e2e.live_sources import (
     document_of,
     fleet_status,
     publish_from,
+    recreate_api,
     source_dir,
     starts,
 )
@@ -78,11 +79,6 @@ def forward(stack: Stack, task: str) -> str:
     response = httpx.post(f"{stack.url}/tasks/demo.forward", json={"args": [task]}, timeout=30)
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
-
-
-def recreate_api(stack: Stack, live_reload: str) -> None:
-    stack.compose("up", "--detach", "--wait", "--no-deps", "--force-recreate", "api",
-                  env={"CELERY_CONFIG_LIVE_RELOAD": live_reload})
 
 
 def test_status_exits_1_while_an_instance_drifts(stack: Stack, tmp_path: Path) -> None:
