@@ -6,6 +6,7 @@ and serves the operator's health page (``/health``, api_service.health_page) and
 The configuration is loaded at start-up (the fallback chain) and followed live: each new
 version becomes a complete routing state (celery_config_sync.routing) swapped in with one
 assignment. A request takes that state once, and routes, sends and logs with that same object.
+Prometheus scrapes ``GET /metrics`` on the same port (celery_config_sync.metrics).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from importlib.resources import files
 from typing import Annotated, Any
 
 from celery.result import AsyncResult
-from fastapi import Body, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
@@ -28,6 +29,7 @@ from celery_config_sync.celery_app import configure_app
 from celery_config_sync.environment import Environment
 from celery_config_sync.live_config import Applied, LiveConfig
 from celery_config_sync.log_setup import TAGS, configure_logging
+from celery_config_sync.metrics import ServiceMetrics, broker_client
 from celery_config_sync.validation import redact
 
 from .health import HealthSource, health_view
@@ -38,6 +40,7 @@ log = logging.getLogger("api_service")
 
 celery = Celery("api_service")
 state: dict[str, LiveConfig] = {}
+exporters: dict[str, ServiceMetrics] = {}
 health: dict[str, HealthSource] = {}
 # The health page's own rules: its script and style from this API alone, no inline script (an
 # escaping mistake shows text, never runs it), no frame, no form posting elsewhere.
@@ -60,13 +63,16 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     applied = live.load()
     configure_app(celery, applied.loaded, env)  # read once (serializers, result backend...)
     state["live"] = live
-    health["source"] = HealthSource.of(live)
+    exporters["metrics"] = ServiceMetrics(live, broker_client(celery.conf.broker_url,
+                                                              env.redis_password))
+    health["source"] = HealthSource.of(live, exporters["metrics"].broker)
     live.watch()
     try:
         yield
     finally:
         live.stop()
         state.clear()
+        exporters.clear()
         health.clear()
 
 
@@ -117,6 +123,16 @@ def readyz() -> JSONResponse:
     return JSONResponse({"ready": True, **live.current.loaded.summary(),
                          **{k: status[k] for k in ("published_version", "lagging",
                                                    "restart_required", "last_error")}})
+
+
+@app.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus exposition (OpenMetrics when the scraper asks for it)."""
+    found = exporters.get("metrics")
+    if found is None:
+        raise HTTPException(503, "configuration not loaded")
+    body, content_type = found.render(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
 
 
 @app.get("/config/status")

@@ -9,6 +9,7 @@ Redis does not answer.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,21 +20,24 @@ from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.errors import CeleryConfigError, NotPublished
 from celery_config_sync.live_config import LiveConfig
 from celery_config_sync.loader import RedisReader
+from celery_config_sync.queue_depth import priority_steps, queue_depths
 from celery_config_sync.status_report import status_report
 
 
 @dataclass(frozen=True)
 class HealthSource:
-    """The page's own reader (its decode memo apart from the watcher's), on the service's
-    Redis client: no second connection pool."""
+    """The page's own reader (its decode memo apart from the watcher's) on the service's
+    configuration client, and the broker's client the metrics already hold (the queues live in
+    the broker's Redis, which may be another one): no connection pool of its own."""
 
     live: LiveConfig
     reader: RedisReader
+    broker: redis.Redis | None  # None: a broker that is not Redis, no depth to show
 
     @classmethod
-    def of(cls, live: LiveConfig) -> HealthSource:
+    def of(cls, live: LiveConfig, broker: redis.Redis | None) -> HealthSource:
         reader = RedisReader(live.reader.client, live.env.namespace, allow=live.env.allow_unsafe)
-        return cls(live, reader)
+        return cls(live, reader, broker)
 
     @property
     def client(self) -> redis.Redis:
@@ -63,6 +67,17 @@ def health_view(source: HealthSource) -> dict[str, Any]:
         view["error"] = f"nothing published: {exc}"
     except (redis.RedisError, OSError, CeleryConfigError) as exc:
         view["error"] = f"Redis did not answer: {type(exc).__name__}: {exc}"
-    view["queues"] = [{"name": name, "depth": None} for name in document.queues]
+    view["queues"] = queues(source, document)
     view["rendered_in_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return view
+
+
+def queues(source: HealthSource, document: ConfigDocument) -> list[dict[str, Any]]:
+    """Each queue the configuration declares, with the messages waiting in it (None when the
+    broker's Redis does not answer or is not Redis)."""
+    depths: dict[str, int] = {}
+    if source.broker is not None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            depths = queue_depths(source.broker, document.queues,
+                                  source.live.env.celery_keyprefix, priority_steps(document.base))
+    return [{"name": name, "depth": depths.get(name)} for name in document.queues]

@@ -92,7 +92,8 @@ def published(view: Mapping[str, Any]) -> Html:
 
 FLEET_ROW = ('<tr class="$css" data-service="$service" data-instance="$instance">'
              '<td>$service</td><td><code>$instance</code></td><td class="num">$version</td>'
-             '<td><code class="sha" title="$sha">$short</code></td><td>$source</td><td class="num">$beat</td>'
+             '<td><code class="sha" title="$sha">$short</code></td><td>$source</td>'
+             '<td class="num">$beat</td>'
              '<td>$restart</td><td>$error</td><td>$state</td></tr>')
 
 
@@ -123,8 +124,9 @@ def queues(view: Mapping[str, Any]) -> Html:
     rows = join(fill('<tr data-queue="$name"><td>$name</td><td class="num">$depth</td></tr>',
                      name=q["name"], depth="?" if q["depth"] is None else q["depth"])
                 for q in view["queues"])
-    return fill('<section id="queues"><h2>Queues</h2><table class="narrow"><thead><tr><th>queue</th>'
-                '<th>messages waiting</th></tr></thead><tbody>$rows</tbody></table></section>',
+    return fill('<section id="queues"><h2>Queues</h2><table class="narrow"><thead><tr>'
+                '<th>queue</th><th>messages waiting</th></tr></thead><tbody>$rows</tbody></table>'
+                '</section>',
                 rows=rows)
 
 

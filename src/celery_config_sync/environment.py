@@ -49,6 +49,13 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text or "0")
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port, or 0 for off")
+    return value
+
+
 def _on_restart_required(text: str) -> str:
     if text not in ("report", "exit"):
         raise ValueError("must be 'report' or 'exit'")
@@ -74,6 +81,9 @@ class Environment:
     allow_unsafe: frozenset[str] = frozenset()
     redis_password_file: str | None = None
     celery_keyprefix: str = ""
+    # The worker's Prometheus endpoint (the API serves /metrics on its own port): 0 is off, so
+    # a worker started by hand binds nothing; the worker image sets 9808.
+    metrics_port: int = 0
     # Read from redis_password_file once, at start: it is in redis_url too. Never shown.
     redis_password: str | None = field(default=None, repr=False, compare=False)
 
@@ -125,4 +135,5 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "allow_unsafe": ("CELERY_CONFIG_ALLOW_UNSAFE", _names),
     "redis_password_file": ("CELERY_CONFIG_REDIS_PASSWORD_FILE", _optional),
     "celery_keyprefix": ("CELERY_CONFIG_CELERY_KEYPREFIX", str),
+    "metrics_port": ("CELERY_CONFIG_METRICS_PORT", _port),
 }

@@ -82,6 +82,17 @@ def test_the_page_shows_the_published_version_and_the_fleet(api: Api) -> None:
     assert "all 1 instances run the published version" in page
 
 
+def test_queues_show_the_messages_waiting(api: Api) -> None:
+    """No worker runs here: a task sent by the API waits in its queue's Redis list."""
+    before = {q["name"]: q["depth"] for q in api.get("/health.json")["queues"]}
+    assert list(before) == list(V1.queues)
+    queue = api.enqueue("scan.discovery")["queue"]
+    after = {q["name"]: q["depth"] for q in api.get("/health.json")["queues"]}
+    assert after == {**before, queue: before[queue] + 1}
+    assert re.search(rf'data-queue="{queue}"><td>{queue}</td><td class="num">{after[queue]}<',
+                     api.client.get("/health/live").text)
+
+
 def test_hostile_bytes_from_redis_stay_text(api: Api, client: redis.Redis) -> None:
     hostile_record(client)
     for path in ("/health", "/health/live"):
