@@ -27,7 +27,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from celery_config_sync.fleet import record_key
-from tests.compose_stack import Stack
+from tests.compose_stack import Stack, docker
 from tests.conftest import ROOT, require
 from tests.e2e.conftest import MEASUREMENTS, NAMESPACE, make_stack, up_measured
 from tests.e2e.live_sources import (
@@ -123,8 +123,17 @@ def screenshot(visit: Visit, name: str) -> Path:
     return path
 
 
+def memory_mb(stack: Stack, service: str) -> float:
+    """The container's memory as `docker stats` counts it (without the page cache), in MB."""
+    used = docker("stats", "--no-stream", "--format", "{{.MemUsage}}",
+                  stack.container(service)).stdout.split("/")[0].strip()
+    number, unit = re.fullmatch(r"([\d.]+)\s*([KMG]i?B)", used).groups()  # type: ignore[union-attr]
+    return float(number) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit] * 1.048576
+
+
 def test_the_page_loads_from_the_api_alone_and_shows_the_fleet(stack: Stack,
                                                                visit: Visit) -> None:
+    idle = memory_mb(stack, "api")
     started = time.monotonic()
     visit.page.goto(f"{stack.url}/health")
     visit.page.wait_for_selector("#fleet tbody tr[data-service]")
@@ -135,8 +144,10 @@ def test_the_page_loads_from_the_api_alone_and_shows_the_fleet(stack: Stack,
     assert visit.page.inner_text("#published-version") == "1"
     assert set(fleet_rows(visit).values()) == {"ok"}
     assert "instances run the published version" in visit.page.inner_text("#summary")
-    queues = visit.page.locator("#queues tbody tr").count()
-    assert queues == len(document_of(ROOT / "config" / "celery").queues)
+    # Every declared queue, with its depth read in the broker's Redis as the api user.
+    depths = visit.page.locator("#queues tbody tr td.num").all_inner_texts()
+    assert len(depths) == len(document_of(ROOT / "config" / "celery").queues)
+    assert all(depth.isdigit() for depth in depths), depths
     # The page's script refreshes it: the line under the title says when it last did.
     expect(visit.page.locator("#refresh")).to_contain_text("Updated", timeout=10_000)
     visit.check()
@@ -147,7 +158,9 @@ def test_the_page_loads_from_the_api_alone_and_shows_the_fleet(stack: Stack,
         assert httpx.get(f"{stack.url}/health", timeout=10).status_code == 200
         renders.append(time.perf_counter() - began)
     MEASUREMENTS.append(f"health page: first load in the browser {loaded:.2f} s; GET /health "
-                        f"median {statistics.median(renders) * 1000:.1f} ms over 20")
+                        f"median {statistics.median(renders) * 1000:.1f} ms over 20; api "
+                        f"memory {idle:.1f} MB before the first page, "
+                        f"{memory_mb(stack, 'api'):.1f} MB after 21")
 
 
 def test_a_new_version_and_the_drift_appear_without_a_reload(stack: Stack, visit: Visit,

@@ -19,7 +19,8 @@ DEV_PACKAGES = ("gcc", "g++", "build-essential", "python3-dev", "libpython3.11-d
                 "python3-pip", "python3-venv")
 # distribution -> major version every image that has it must carry
 PYTHON_DISTRIBUTIONS = {"celery": "5", "kombu": "5", "redis": "", "click": "8"}
-EXTRA_DISTRIBUTIONS = {"worker": {"supervisor": "4"}, "api": {"fastapi": "", "uvicorn": ""}}
+EXTRA_DISTRIBUTIONS = {"worker": {"supervisor": "4"},
+                       "api": {"fastapi": "", "uvicorn": "", "fastapi-offline": "1"}}
 
 
 def distributions(stack: Stack, image: str) -> dict[str, str]:
@@ -89,6 +90,21 @@ def test_only_the_worker_has_supervisor_and_only_the_api_fastapi(stack: Stack) -
     assert "supervisor" not in distributions(stack, "api")
     assert "fastapi" not in distributions(stack, "worker")
     assert "fastapi" not in distributions(stack, "config-seeder")
+
+
+def test_the_api_holds_every_file_its_pages_load(stack: Stack) -> None:
+    """The health page's template, script and style, and Swagger UI's and ReDoc's files: what
+    /health and /docs load comes from the image, never from a CDN."""
+    script = ("from importlib.resources import files; "
+              "print(sorted(str(p) for p in ("
+              "files('api_service') / 'templates' / 'health.html', "
+              "files('api_service') / 'static' / 'health.js', "
+              "files('api_service') / 'static' / 'health.css', "
+              "files('fastapi_offline') / 'static' / 'swagger-ui-bundle.js', "
+              "files('fastapi_offline') / 'static' / 'swagger-ui.css', "
+              "files('fastapi_offline') / 'static' / 'redoc.standalone.js') "
+              "if not p.is_file()))")
+    assert stack.host("api").check_output(f'python3 -c "{script}"') == "[]"
 
 
 @pytest.mark.parametrize(("image", "absent"), [("worker", "api_service"),
