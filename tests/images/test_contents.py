@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -28,7 +29,8 @@ def distributions(stack: Stack, image: str) -> dict[str, str]:
               "print(json.dumps({d.metadata['Name'].lower(): d.version "
               "for d in m.distributions()}))")
     out = stack.host(image).check_output(f'python3 -c "{script}"')
-    return dict(json.loads(out))
+    # Names as PEP 503 compares them (fastapi_offline's metadata spells it with "_").
+    return {re.sub(r"[-_.]+", "-", name): version for name, version in json.loads(out).items()}
 
 
 def listening_ports(stack: Stack, image: str) -> set[int]:
