@@ -61,7 +61,8 @@ def enable_publish_on_start(env: Environment) -> None:
     def _publish(**_: Any) -> None:
         try:
             publish(make_client(env.redis_url), env.namespace,
-                    load_source(env.source, env.overlay, allow=env.allow_unsafe), source=env.source)
+                    load_source(env.source, env.overlay, allow=env.allow_unsafe), source=env.source,
+                    history=env.history)
         except Exception:  # a worker must still start if publishing fails; it logs why
             log.exception("publish on worker start failed")
 

@@ -1,4 +1,4 @@
-"""``celery-config``: publish, show, wait, load, export, diff and status.
+"""``celery-config``: publish, show, wait, load, export, diff, status, history and rollback.
 
 Exit codes (DESIGN.md): 0 ok, 1 a difference or check failed, 2 usage or invalid input,
 3 timed out (Redis unreachable counts as timed out: every command retries until its timeout).
@@ -7,16 +7,19 @@ Every failure is one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
 import redis
 
+from .codec import ConfigDocument
 from .connection import make_client, redacted
 from .diffing import diff
 from .environment import Environment
@@ -29,10 +32,11 @@ from .errors import (
     is_wrong_type,
 )
 from .fallback_files import render, write_atomic
+from .history import list_history, read_version, rollback
 from .live_settings import describe, label
 from .loader import RedisReader, load_config
 from .log_setup import TAGS, configure_logging
-from .redis_layout import HASHES, Keys, clear, publish
+from .redis_layout import Keys, PublishResult, clear, publish
 from .source import load_source
 from .status_report import status_report
 from .validation import redact
@@ -87,9 +91,7 @@ class CleanGroup(click.Group):
     def wrong_type_keys(context: Context) -> list[str]:
         """The namespace's keys that hold another type than the layout's (best effort: one
         short look, nothing if Redis does not answer it)."""
-        keys = Keys(context.env.namespace)
-        expected = {**{keys.section(name): "hash" for name in HASHES},
-                    keys.version: "string", keys.meta: "hash"}
+        expected = Keys(context.env.namespace).layout()
         found = []
         try:
             client = make_client(context.env.redis_url, retries=0,
@@ -158,7 +160,8 @@ def main(ctx: click.Context, redis_url: str | None, namespace: str | None, log_l
         raise Failure(str(exc), exc.exit_code) from None
     # The tag of this process's log lines: the image's own (CELERY_CONFIG_LOG_TAG: the gate in
     # the worker logs as [CELERY_WORKER]), else the publisher's for publish.
-    default_tag = TAGS["publisher"] if ctx.invoked_subcommand == "publish" else TAGS["cli"]
+    publishing = ctx.invoked_subcommand in ("publish", "rollback")
+    default_tag = TAGS["publisher"] if publishing else TAGS["cli"]
     configure_logging(env.log_tag or default_tag, level=log_level.upper())
     ctx.obj = Context(env)
 
@@ -187,18 +190,31 @@ def publish_command(ctx: Context, source: str | None, overlay: str | None, force
         raise RedisUnavailable(f"Redis {redacted(ctx.env.redis_url)} still unreachable "
                                f"after {wait:g} s")
     label = f"{source}+{overlay}" if overlay else source
-    try:
+    with publishing_within(ctx, wait):
         result = publish(ctx.client(deadline), ctx.env.namespace, document, source=label,
-                         force=force, allow=ctx.env.allow_unsafe)
+                         force=force, history=ctx.env.history, allow=ctx.env.allow_unsafe)
+    echo_published(result)
+
+
+@contextlib.contextmanager
+def publishing_within(ctx: Context, budget: float) -> Iterator[None]:
+    """A publish that Redis answered, then did not complete in ``budget`` seconds: exit 3."""
+    try:
+        yield
     except RedisAccessDenied.causes:
         raise  # exit 2 (CleanGroup)
     except (redis.TimeoutError, redis.ConnectionError) as exc:
         raise RedisUnavailable(f"Redis {redacted(ctx.env.redis_url)} answered, then did not "
-                               f"complete the publish within {wait:g} s "
+                               f"complete the publish within {budget:g} s "
                                f"({type(exc).__name__}: {exc})") from None
+
+
+def echo_published(result: PublishResult, **extra: Any) -> None:
+    """publish's and rollback's one JSON line: exit 0 whether a version was published or the
+    content was already the published one (``changed`` false)."""
     click.echo(json.dumps({"version": result.version, "sha256": result.sha256,
                            "changed": result.changed,
-                           **({"change": result.change} if result.change else {})}))
+                           **({"change": result.change} if result.change else {}), **extra}))
 
 
 @main.command("wait")
@@ -282,20 +298,43 @@ def export_command(ctx: Context, source: str | None, overlay: str | None, output
 @main.command("diff")
 @source_option
 @overlay_option
+@click.option("--from", "from_version", type=click.IntRange(min=1), default=None,
+              help="A version from the history: the old side [default: the published one]")
+@click.option("--to", "to_version", type=click.IntRange(min=1), default=None,
+              help="A version from the history: the new side [default: the published one]")
 @pass_context
-def diff_command(ctx: Context, source: str | None, overlay: str | None) -> None:
-    """Source vs published. Exit 0 identical, 1 different."""
-    source, overlay = _source(ctx, source, overlay)
-    document = load_source(source, overlay, allow=ctx.env.allow_unsafe)
-    try:
-        published = ctx.reader().load().document
-    except NotPublished:
-        published = type(document)()
-    changes = diff(published, document)
+def diff_command(ctx: Context, source: str | None, overlay: str | None,
+                 from_version: int | None, to_version: int | None) -> None:
+    """Source vs published; with --from/--to, two versions of the history (either alone: vs
+    the published one; --to V shows what rollback --to V would change). Exit 0 identical,
+    1 different."""
+    if from_version is None and to_version is None:
+        source, overlay = _source(ctx, source, overlay)
+        document = load_source(source, overlay, allow=ctx.env.allow_unsafe)
+        try:
+            published = ctx.reader().load().document
+        except NotPublished:
+            published = type(document)()
+        _echo_diff(published, document)
+        return
+    if source or overlay:
+        raise Failure("diff compares the source with the published version, or versions of "
+                      "the history (--from/--to): not both", 2)
+    reader = ctx.reader()
+    old, new = (reader.load().document if version is None else
+                read_version(reader.client, ctx.env.namespace, version,
+                             allow=ctx.env.allow_unsafe)[1]
+                for version in (from_version, to_version))
+    _echo_diff(old, new)
+
+
+def _echo_diff(old: ConfigDocument, new: ConfigDocument) -> None:
+    """Each change tagged live or restart, then the kind of the whole; exit 1 if any."""
+    changes = diff(old, new)
     for change in changes:
         click.echo(f"{change.line()}  ({label(change.section, change.key)})")
     if changes:
-        summary = describe(published, document)
+        summary = describe(old, new)
         needing = summary["restart_required"]
         click.echo(f"kind: {summary['kind']}" + (
             "; restart required: " + "; ".join(f"{service} ({', '.join(keys)})" for service, keys
@@ -337,3 +376,38 @@ def status_command(ctx: Context, fmt: str) -> None:
                       InvalidConfig.exit_code)
     if failing:
         sys.exit(1)
+
+
+@main.command("history")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
+              show_default=True)
+@pass_context
+def history_command(ctx: Context, fmt: str) -> None:
+    """The versions the history keeps, newest first. Exit 1 when it holds none."""
+    entries = list_history(ctx.client(), ctx.env.namespace)
+    if not entries:
+        raise NotPublished(f"no version history under {ctx.env.namespace}: nothing published "
+                           "yet, or only by a celery-config older than the history")
+    if fmt == "json":
+        click.echo(json.dumps([entry.as_dict() for entry in entries]))
+        return
+    click.echo(f"{'VERSION':>7} {'SHA256':<12} {'PUBLISHED_AT':<25} {'PUBLISHER':<20} "
+               f"{'SOURCE':<28} {'CHANGE':<16} SUMMARY")
+    for entry in entries:
+        click.echo(f"{entry.version:>7} {entry.sha256[:12]:<12} {entry.published_at:<25} "
+                   f"{entry.publisher:<20} {entry.source:<28} {entry.change:<16} "
+                   f"{entry.summary}")
+
+
+@main.command("rollback")
+@click.option("--to", "to_version", type=click.IntRange(min=1), required=True,
+              help="The version of the history whose content to publish again.")
+@pass_context
+def rollback_command(ctx: Context, to_version: int) -> None:
+    """Publish an old version's content again, as a new version (source rollback:V); the
+    history is never rewritten. Validated again: exit 2 if this release refuses it; exit 0
+    without a new version when it is the published content already."""
+    with publishing_within(ctx, max(ctx.env.wait_timeout, 1.0)):
+        result = rollback(ctx.client(), ctx.env.namespace, to_version,
+                          history=ctx.env.history, allow=ctx.env.allow_unsafe)
+    echo_published(result, rolled_back_to=to_version)

@@ -1,4 +1,4 @@
-"""Differences between two configurations, section by section."""
+"""Differences between two configurations, section by section, and their one-line summary."""
 
 from __future__ import annotations
 
@@ -6,6 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codec import ORDER_KEY, ORDERED_SECTIONS, SECTIONS, ConfigDocument
+
+SIGNS = {"added": "+", "removed": "-", "changed": "~"}
+# How the one-line summary names each section; routes are many, with long glob names, so they
+# are counted, the rest named.
+SUMMARY_TITLES = {"queues": "queues", "routes": "routes", "base": "settings", "app": "app",
+                  ORDER_KEY: "order"}
+COUNTED_SECTIONS = frozenset({"routes"})
 
 
 @dataclass(frozen=True)
@@ -17,8 +24,7 @@ class Change:
     source: Any = None
 
     def line(self) -> str:
-        sign = {"added": "+", "removed": "-", "changed": "~"}[self.kind]
-        return f"{sign} {self.section}[{self.key!r}] {self.kind}"
+        return f"{SIGNS[self.kind]} {self.section}[{self.key!r}] {self.kind}"
 
 
 def diff(published: ConfigDocument, source: ConfigDocument) -> list[Change]:
@@ -39,3 +45,20 @@ def diff(published: ConfigDocument, source: ConfigDocument) -> list[Change]:
         if old_order != new_order:
             changes.append(Change(ORDER_KEY, section, "changed", old_order, new_order))
     return changes
+
+
+def describe_change(old: ConfigDocument, new: ConfigDocument) -> str:
+    """``queues +reports -lastfm, routes +1 -1 ~2, settings ~worker_concurrency``: one line,
+    as the services log a live apply and as the history records each version."""
+    changes, parts = diff(old, new), []
+    for section, title in SUMMARY_TITLES.items():
+        mine = [change for change in changes if change.section == section]
+        if section in COUNTED_SECTIONS:
+            bits = [f"{sign}{count}" for sign in SIGNS.values()
+                    if (count := sum(SIGNS[c.kind] == sign for c in mine))]
+        else:
+            bits = [f"{sign}{c.key}" for sign in SIGNS.values() for c in mine
+                    if SIGNS[c.kind] == sign]
+        if bits:
+            parts.append(f"{title} {' '.join(bits)}")
+    return ", ".join(parts) or "same content"

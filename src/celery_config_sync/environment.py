@@ -10,6 +10,7 @@ from typing import Any
 
 from .connection import read_password, redacted, with_password
 from .errors import CeleryConfigError
+from .redis_layout import HistoryLimits
 
 
 def _seconds(text: str) -> float:
@@ -56,6 +57,20 @@ def _port(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be an integer >= 1")
+    return value
+
+
+def _size(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be an integer >= 0 (bytes)")
+    return value
+
+
 def _on_restart_required(text: str) -> str:
     if text not in ("report", "exit"):
         raise ValueError("must be 'report' or 'exit'")
@@ -84,6 +99,8 @@ class Environment:
     # The worker's Prometheus endpoint (the API serves /metrics on its own port): 0 is off, so
     # a worker started by hand binds nothing; the worker image sets 9808.
     metrics_port: int = 0
+    history_length: int = HistoryLimits.length
+    history_max_bytes: int = HistoryLimits.max_bytes
     # Read from redis_password_file once, at start: it is in redis_url too. Never shown.
     redis_password: str | None = field(default=None, repr=False, compare=False)
 
@@ -91,6 +108,11 @@ class Environment:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
                           if f.repr and f.name != "redis_url")
         return f"Environment(redis_url={redacted(self.redis_url)!r}, {shown})"
+
+    @property
+    def history(self) -> HistoryLimits:
+        """What each publish keeps of the history."""
+        return HistoryLimits(self.history_length, self.history_max_bytes)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Environment:
@@ -136,4 +158,6 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "redis_password_file": ("CELERY_CONFIG_REDIS_PASSWORD_FILE", _optional),
     "celery_keyprefix": ("CELERY_CONFIG_CELERY_KEYPREFIX", str),
     "metrics_port": ("CELERY_CONFIG_METRICS_PORT", _port),
+    "history_length": ("CELERY_CONFIG_HISTORY_LENGTH", _count),
+    "history_max_bytes": ("CELERY_CONFIG_HISTORY_MAX_BYTES", _size),
 }

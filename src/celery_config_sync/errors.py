@@ -43,6 +43,13 @@ class NotPublished(CeleryConfigError):
     exit_code = 1
 
 
+class NotInHistory(CeleryConfigError):
+    """A version asked for by number (diff --from/--to, rollback --to) that the history does
+    not hold: never published, or trimmed. Invalid input, like a bad option: exit 2."""
+
+    exit_code = 2
+
+
 class NoConfigAvailable(CeleryConfigError):
     """Every link of the fallback chain failed."""
 

@@ -28,6 +28,7 @@ import redis
 
 from .codec import ConfigDocument
 from .connection import make_client
+from .diffing import describe_change
 from .environment import Environment
 from .errors import CeleryConfigError, NotPublished
 from .fleet import default_instance, delete_record, write_record
@@ -270,25 +271,6 @@ class LiveConfig:
             self.last_heartbeat = time.monotonic()
         except (redis.RedisError, OSError) as exc:
             log.debug("fleet record not written: %s", exc)
-
-
-def describe_change(old: ConfigDocument, new: ConfigDocument) -> str:
-    """``queues +reports -lastfm, routes +1 -1 ~2, settings ~worker_concurrency``."""
-    parts = []
-    for section, title in (("queues", "queues"), ("routes", "routes"), ("base", "settings")):
-        before, after = getattr(old, section), getattr(new, section)
-        added = sorted(after.keys() - before.keys())
-        removed = sorted(before.keys() - after.keys())
-        changed = sorted(k for k in before.keys() & after.keys() if before[k] != after[k])
-        if section == "routes":
-            bits = [f"{sign}{len(keys)}" for sign, keys in
-                    (("+", added), ("-", removed), ("~", changed)) if keys]
-        else:
-            bits = [f"{sign}{k}" for sign, keys in (("+", added), ("-", removed), ("~", changed))
-                    for k in keys]
-        if bits:
-            parts.append(f"{title} {' '.join(bits)}")
-    return ", ".join(parts) or "same content"
 
 
 def _now() -> str:

@@ -1,8 +1,10 @@
 """The Redis layout of DESIGN.md: key names, the atomic publish and the one-round-trip read.
 
 Publish is one WATCH + MULTI/EXEC: every hash replaced whole, ``NS:version`` INCR'd, meta
-written and the notification queued behind them, so a subscriber can never hear of a version
-whose data is not there yet. Load is one MULTI/EXEC pipeline: one round trip, one snapshot.
+written, the version recorded in the history (the oldest dropped) and the notification queued
+behind them, so a subscriber can never hear of a version whose data is not there yet, and the
+history never disagrees with the version. Load is one MULTI/EXEC pipeline: one round trip, one
+snapshot. The history's read side is celery_config_sync.history.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,11 +22,14 @@ from typing import Any
 import redis
 
 from .codec import ORDER_KEY, SECTIONS, ConfigDocument, canonical_json, ordered
+from .diffing import describe_change
 from .errors import InvalidConfig, NotPublished, is_wrong_type, wrong_type
 from .live_settings import describe
 from .validation import validate
 
 # 2: the declared order of queues and routes (NS:order) and the application's keys (NS:app).
+# The history (NS:history, NS:history:documents) needs no new layout: it is additive, and a
+# reader that does not know it never reads it.
 SCHEMA_VERSION = "2"
 HASHES = (*SECTIONS, ORDER_KEY)
 log = logging.getLogger("celery_config_sync.publisher")
@@ -62,8 +68,53 @@ class Keys:
         """Prefix of the fleet's instance records (celery_config_sync.fleet)."""
         return f"{self.namespace}:applied:"
 
+    @property
+    def history(self) -> str:
+        """Hash: version -> that version's record (its meta, the one-line summary of its change
+        and its document's size in ``bytes``), as canonical JSON."""
+        return f"{self.namespace}:history"
+
+    @property
+    def history_documents(self) -> str:
+        """Hash: version -> that version's canonical document (``ConfigDocument.canonical``,
+        whose sha256 is the version's)."""
+        return f"{self.namespace}:history:documents"
+
     def section(self, name: str) -> str:
         return f"{self.namespace}:{name}"
+
+    def layout(self) -> dict[str, str]:
+        """Every key of the published configuration -> the Redis type it holds (what ``clear``
+        deletes; the fleet's records are not the configuration's)."""
+        return {**{self.section(name): "hash" for name in HASHES}, self.version: "string",
+                self.meta: "hash", self.history: "hash", self.history_documents: "hash"}
+
+
+@dataclass(frozen=True)
+class HistoryLimits:
+    """How much history a publish keeps (CELERY_CONFIG_HISTORY_LENGTH, _MAX_BYTES): the last
+    ``length`` versions, while their documents add up to at most ``max_bytes``."""
+
+    length: int = 20
+    max_bytes: int = 1024 * 1024
+
+    def keep(self, sizes: Mapping[int, int], newest: int) -> list[int]:
+        """The versions to keep, newest first, from ``sizes`` (version -> document bytes).
+
+        ``newest`` (the version being published) is always kept, even bigger than
+        ``max_bytes`` alone: the published version must be in its history. Older ones follow
+        while both limits hold; the first that does not fit ends the history, so the oldest
+        are dropped first and what is kept has no holes."""
+        kept, total = [newest], sizes[newest]
+        for older in sorted((v for v in sizes if v < newest), reverse=True):
+            total += sizes[older]
+            if len(kept) >= self.length or total > self.max_bytes:
+                break
+            kept.append(older)
+        return kept
+
+
+DEFAULT_HISTORY = HistoryLimits()
 
 
 @dataclass(frozen=True)
@@ -80,16 +131,19 @@ def default_publisher() -> str:
 
 def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
             source: str, publisher: str | None = None, force: bool = False,
+            history: HistoryLimits = DEFAULT_HISTORY,
             allow: frozenset[str] = frozenset()) -> PublishResult:
     """Validate, then replace the published config in one transaction.
 
     Same sha256 as published (and ``force`` unset): nothing is written, nothing notified.
     What the new version changes (live, or restart-required and which settings) is kept in
-    meta, so that ``status`` tells what kind of change it was.
+    meta, so that ``status`` tells what kind of change it was. The same transaction records
+    the version in the history, trimmed to ``history``.
     """
     validate(document, allow=allow)
     keys = Keys(namespace)
     sha = document.sha256
+    canonical = document.canonical().encode()  # what the history keeps; its sha256 is ``sha``
     encoded = document.encoded_fields()
     outcome: dict[str, PublishResult] = {}
     log.info("publishing %d queues, %d routes, %d settings (sha256 %s) to %s",
@@ -103,8 +157,10 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
             outcome["result"] = PublishResult(previous, sha, changed=False)
             return
         version = previous + 1  # WATCH guarantees the INCR below lands on exactly this value
-        before = _lenient_document([pipe.hgetall(keys.section(name)) for name in SECTIONS])
+        before = _lenient_document({name: pipe.hgetall(keys.section(name)) for name in HASHES})
         change = describe(before, document) if before is not None else None
+        summary = describe_change(before, document) if before is not None else "initial"
+        recorded = _recorded_sizes(pipe, keys)
         pipe.multi()
         for name in HASHES:
             pipe.delete(keys.section(name))
@@ -112,7 +168,7 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
                 pipe.hset(keys.section(name), mapping=encoded[name])
         pipe.incr(keys.version)
         pipe.delete(keys.meta)
-        pipe.hset(keys.meta, mapping={
+        meta = {
             "sha256": sha,
             "version": str(version),
             "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -121,11 +177,15 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
             "schema_version": SCHEMA_VERSION,
             "change": change["kind"] if change else "initial",
             "restart_required": ",".join(change["restart_required"]) if change else "",
-        })
+        }
+        pipe.hset(keys.meta, mapping=meta)
+        _record_history(pipe, keys, limits=history, recorded=recorded, document=canonical,
+                        record={**meta, "summary": summary, "bytes": str(len(canonical))})
         pipe.publish(keys.channel, canonical_json({"version": version, "sha256": sha}))
         outcome["result"] = PublishResult(version, sha, changed=True, change=change)
 
-    client.transaction(transaction, keys.version, keys.meta)
+    client.transaction(transaction, keys.version, keys.meta, keys.history,
+                       keys.history_documents)
     result = outcome["result"]
     if result.changed:
         log.info("published version %d (sha256 %s)", result.version, sha[:12])
@@ -135,15 +195,69 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
     return result
 
 
+def _recorded_sizes(pipe: Any, keys: Keys) -> dict[bytes, int | None] | None:
+    """Before MULTI, under WATCH: every version field of the two history hashes -> the size of
+    its document, None for one that is not a readable record with its document (it could be
+    neither listed nor rolled back to: the publish drops it). None: a history key holds another
+    Redis type, and the publish starts the history again rather than fail: the history serves
+    the configuration, never the other way round."""
+    try:
+        records = pipe.hgetall(keys.history)
+        documents = set(pipe.hkeys(keys.history_documents))
+    except redis.ResponseError as exc:
+        if not is_wrong_type(exc):
+            raise
+        log.warning("%s or %s holds another Redis type: the history starts again",
+                    keys.history, keys.history_documents)
+        return None
+    sizes: dict[bytes, int | None] = dict.fromkeys(documents | records.keys())
+    for field, raw in records.items():
+        if field not in documents or not field.isdigit() or field.startswith(b"0"):
+            continue  # a version has one spelling, and a record its document
+        try:
+            record = json.loads(raw)
+            size = record["bytes"]
+            valid = record["version"] == field.decode()
+        except (ValueError, TypeError, KeyError, RecursionError):
+            continue
+        if valid and isinstance(size, str) and size.isascii() and size.isdigit():
+            sizes[field] = int(size)
+    return sizes
+
+
+def _record_history(pipe: Any, keys: Keys, *, limits: HistoryLimits,
+                    recorded: dict[bytes, int | None] | None, document: bytes,
+                    record: dict[str, str]) -> None:
+    """Inside MULTI: add the version being published, drop what ``limits`` no longer keeps.
+
+    Versions recorded at or above the new one (left by a Redis that lost its counter) are not
+    its past: dropped too."""
+    version = int(record["version"])
+    if recorded is None:
+        pipe.delete(keys.history, keys.history_documents)
+        recorded = {}
+    sizes = {int(field): size for field, size in recorded.items()
+             if size is not None and int(field) < version}
+    kept = {str(v).encode() for v in limits.keep({**sizes, version: len(document)}, version)}
+    dropped = [field for field in recorded if field not in kept]
+    if dropped:
+        pipe.hdel(keys.history, *dropped)
+        pipe.hdel(keys.history_documents, *dropped)
+    pipe.hset(keys.history, str(version), canonical_json(record))
+    pipe.hset(keys.history_documents, str(version), document)
+
+
 def clear(client: redis.Redis, namespace: str) -> int | None:
-    """Unpublish: delete every key of the configuration in one transaction and notify, so that
-    a gate waits again. Running services keep what they apply (they log that nothing is
-    published). The fleet's instance records stay: they describe processes, not the
-    configuration. Returns the version that was published, None when there was none."""
+    """Unpublish: delete every key of the configuration, its history included, in one
+    transaction and notify, so that a gate waits again. The history goes too: the version
+    counter starts again at 1, and a history of other versions 1, 2... would lie. Running
+    services keep what they apply (they log that nothing is published). The fleet's instance
+    records stay: they describe processes, not the configuration. Returns the version that was
+    published, None when there was none."""
     keys = Keys(namespace)
     pipe = client.pipeline(transaction=True)
     pipe.get(keys.version)
-    pipe.delete(*(keys.section(name) for name in HASHES), keys.version, keys.meta)
+    pipe.delete(*keys.layout())
     pipe.publish(keys.channel, canonical_json({"version": None, "sha256": None}))
     version, _, _ = pipe.execute()
     log.info("cleared %s (was version %s)", namespace,
@@ -228,15 +342,12 @@ def decode_snapshot(snapshot: Snapshot, *, allow: frozenset[str] = frozenset()) 
     """
     if snapshot.version is None:
         raise NotPublished("no configuration published under this namespace (version missing)")
-    text = snapshot.version.decode(errors="replace")
-    if not text.isdigit() or text.startswith("0"):
-        raise InvalidConfig("version", f"must be an integer >= 1, got {text[:40]!r}")
-    version = int(text)
+    version = parse_version("version", snapshot.version.decode(errors="replace"))
     meta = {_text("meta", k): _text(f"meta.{k!r}", v) for k, v in snapshot.meta.items()}
     expected = meta.get("sha256")
     if not expected:
         raise InvalidConfig("meta.sha256", "missing")
-    _check_schema(meta.get("schema_version", "1"))
+    check_schema(meta.get("schema_version", "1"))
     if not any(snapshot.hashes[name] for name in SECTIONS):
         raise InvalidConfig("config", f"version {version} exists but every hash is empty")
     # The stored texts are canonical JSON, so the canonical document is their concatenation:
@@ -257,7 +368,40 @@ def decode_snapshot(snapshot: Snapshot, *, allow: frozenset[str] = frozenset()) 
     return Published(document, version, expected, meta)
 
 
-def _check_schema(schema: str) -> None:
+def parse_version(where: str, text: str) -> int:
+    """A version as stored: an integer >= 1, in its one spelling (ASCII digits: str.isdigit
+    alone accepts "²", which int() refuses)."""
+    if not (text.isascii() and text.isdigit()) or text.startswith("0"):
+        raise InvalidConfig(where, f"must be an integer >= 1, got {text[:40]!r}")
+    return int(text)
+
+
+def decode_document(where: str, raw: bytes, sha256: str, *,
+                    allow: frozenset[str] = frozenset()) -> ConfigDocument:
+    """A whole document stored as its canonical JSON (the history keeps them so), checked as
+    strictly as a load: the sha256 over the bytes as stored first, then strict JSON that is
+    exactly the canonical form of the document it decodes to (no other key, the declared order
+    present), then validation. Every refusal is an :class:`InvalidConfig` whose key starts
+    with ``where``."""
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != sha256:
+        raise InvalidConfig(where, f"content hashes to {actual[:12]}, its record says "
+                                   f"{sha256[:12]}: partial or tampered write")
+    data = strict_json(where, raw)
+    if not isinstance(data, dict):
+        raise InvalidConfig(where, f"must be a JSON object, got {type(data).__name__}")
+    try:
+        document = ConfigDocument.from_mapping(data)
+        if document.canonical().encode() != raw:
+            raise InvalidConfig("config", "is not exactly a configuration's sections and "
+                                          "declared order")
+        validate(document, raw, allow=allow)
+    except InvalidConfig as exc:
+        raise InvalidConfig(f"{where}: {exc.key}", exc.problem) from None
+    return document
+
+
+def check_schema(schema: str) -> None:
     if schema == SCHEMA_VERSION:
         return
     if schema.isdigit() and int(schema) < int(SCHEMA_VERSION):
@@ -272,7 +416,12 @@ def _check_schema(schema: str) -> None:
 
 def _strict_field(section: str, key: bytes, raw: bytes) -> Any:
     """One stored field: JSON whose canonical re-encoding is exactly ``raw``."""
-    where = f"{section}[{key.decode(errors='replace')!r}]"  # only used on error: cheap enough
+    # ``where`` is only used on error, and cheap enough to build every time.
+    return strict_json(f"{section}[{key.decode(errors='replace')!r}]", raw)
+
+
+def strict_json(where: str, raw: bytes) -> Any:
+    """JSON whose canonical re-encoding is exactly ``raw``, or :class:`InvalidConfig`."""
     try:
         text = raw.decode()
         value = _FIELD_DECODER.decode(text)
@@ -290,15 +439,17 @@ def _strict_field(section: str, key: bytes, raw: bytes) -> Any:
     return value
 
 
-def _lenient_document(hashes: list[dict[bytes, bytes]]) -> ConfigDocument | None:
-    """The previously published content, only to describe a change: None if absent or
-    undecodable (then the change is described as "initial")."""
-    if not any(hashes):
+def _lenient_document(hashes: dict[str, dict[bytes, bytes]]) -> ConfigDocument | None:
+    """The previously published content, in its declared order, only to describe a change:
+    None if absent or undecodable (then the change is described as "initial")."""
+    if not any(hashes[name] for name in SECTIONS):
         return None
     try:
-        return ConfigDocument(**{name: {k.decode(): json.loads(v) for k, v in fields.items()}
-                                 for name, fields in zip(SECTIONS, hashes, strict=False)})
-    except (ValueError, TypeError, RecursionError):
+        decoded = {name: {k.decode(): json.loads(v) for k, v in fields.items()}
+                   for name, fields in hashes.items()}
+        order = decoded.pop(ORDER_KEY)  # absent in layout 1: the hashes' own order
+        return ConfigDocument(**(ordered(decoded, order) if order else decoded))
+    except (ValueError, TypeError, RecursionError, InvalidConfig):
         return None
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from celery_config_sync.redis_layout import Keys, publish
+from celery_config_sync.history import list_history, read_version
+from celery_config_sync.redis_layout import Keys, clear, publish
 from celery_config_sync.source import load_source
 from tests.conftest import ROOT, SOURCE, require
 from tests.integration.test_cli import error_line, run
@@ -122,13 +123,41 @@ def test_every_flow_works_as_its_role_with_the_acl_log_empty(
     assert names and all(k.startswith(("celery:", f"{NS}:")) or k == NS for k in names), names
 
 
+def test_history_diff_and_rollback_work_as_the_seeder_with_the_acl_log_empty(
+        acl_redis: AclRedis) -> None:
+    """Every history flow as the seeder (publish recording and trimming, history, diff of two
+    versions, rollback, clear), and the services reading the history as theirs."""
+    clear(acl_redis.client("admin"), NS)
+    acl_redis.client("admin").execute_command("ACL", "LOG", "RESET")
+    seeder = {**acl_redis.as_role("seeder"), "CELERY_CONFIG_HISTORY_LENGTH": "2"}
+    url = acl_redis.url("seeder")
+    for args in ((), ("--overlay", "rpi"), ("--overlay", "dev")):  # the third trims version 1
+        assert run("publish", *args, url=url, **seeder).returncode == 0
+    listed = run("history", url=url, **seeder)
+    assert [entry["version"] for entry in json.loads(listed.stdout)] == [3, 2], listed.stderr
+    assert run("diff", "--from", "2", "--to", "3", url=url, **seeder).returncode == 1
+    assert run("diff", "--to", "2", url=url, **seeder).returncode == 1
+    rolled = run("rollback", "--to", "2", url=url, **seeder)
+    assert rolled.returncode == 0 and json.loads(rolled.stdout)["version"] == 4, rolled.stderr
+    assert json.loads(run("rollback", "--to", "4", url=url, **seeder).stdout)["changed"] is False
+    for role in ("worker", "api"):  # the health page and the services read it as their own
+        client = acl_redis.client(role)
+        assert [entry.version for entry in list_history(client, NS)] == [4, 3]
+        assert read_version(client, NS, 4)[0].source == "rollback:2"
+    assert run("clear", "--yes", url=url, **seeder).returncode == 0
+    assert not acl_redis.client("admin").exists(KEYS.history, KEYS.history_documents)
+    assert acl_redis.acl_log() == [], "denied during the run"
+
+
 FORBIDDEN: dict[str, list[tuple[str, ...]]] = {
     "seeder": [("FLUSHALL",), ("CONFIG", "SET", "maxmemory", "1"), ("KEYS", "*"),
                ("GET", "celery:unacked"), ("LPUSH", "celery:scan", "x"),
                ("SUBSCRIBE", "celery:/0.celeryev"), ("SUBSCRIBE", f"{NS}_updates")],
     "worker": [("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "SET", "maxmemory", "1"), ("KEYS", "*"),
                ("HSET", KEYS.routes, "x", "{}"), ("SET", KEYS.version, "9"),
-               ("DEL", KEYS.meta), ("PUBLISH", "elsewhere", "x"), ("SUBSCRIBE", "elsewhere"),
+               ("DEL", KEYS.meta), ("HDEL", KEYS.history, "1"),
+               ("HSET", KEYS.history_documents, "1", "{}"), ("PUBLISH", "elsewhere", "x"),
+               ("SUBSCRIBE", "elsewhere"),
                ("PSUBSCRIBE", "celery:*x"), ("ACL", "LIST"), ("CLIENT", "KILL", "ID", "1"),
                ("SCRIPT", "FLUSH"), ("SHUTDOWN",), ("MONITOR",), ("GET", "other-app:secret")],
     "health": [("GET", KEYS.version), ("INFO",), ("SUBSCRIBE", f"{NS}_updates")],

@@ -6,7 +6,7 @@ import pytest
 from celery.app.defaults import DEFAULTS
 
 from celery_config_sync.codec import ConfigDocument
-from celery_config_sync.live_config import describe_change
+from celery_config_sync.diffing import describe_change
 from celery_config_sync.live_settings import (
     LIVE_SETTINGS,
     WORKER_ONLY_SETTINGS,
@@ -91,3 +91,9 @@ def test_describe_change_is_one_short_phrase() -> None:
     assert describe_change(BASE, new) == (
         "queues -lastfm, routes -4 ~1, settings +worker_concurrency ~task_time_limit")
     assert describe_change(BASE, BASE) == "same content"
+
+
+def test_describe_change_names_the_application_keys_and_the_order() -> None:
+    reordered = ConfigDocument(BASE.queues, dict(reversed(BASE.routes.items())), BASE.base,
+                               {**BASE.app, "FEATURE_NEW": 1})
+    assert describe_change(BASE, reordered) == "app +FEATURE_NEW, order ~routes"
