@@ -19,7 +19,7 @@ from importlib.resources import files
 from typing import Annotated, Any
 
 from celery.result import AsyncResult
-from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -32,8 +32,8 @@ from celery_config_sync.log_setup import TAGS, configure_logging
 from celery_config_sync.metrics import ServiceMetrics, broker_client
 from celery_config_sync.validation import redact
 
-from .health import HealthSource, health_view
-from .health_page import Html, render_live, render_page
+from .health import HealthSource, health_view, version_diff
+from .health_page import render_live, render_page
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
 log = logging.getLogger("api_service")
@@ -90,11 +90,18 @@ def root() -> RedirectResponse:
     return RedirectResponse("health")
 
 
+# ?from=V1&to=V2 on the page and on diff.json: two versions of the history.
+Version = Annotated[int, Query(ge=1)]
+
+
 @app.get("/health", include_in_schema=False)
-def health_page() -> HTMLResponse:
-    """The operator's page: published version, fleet and drift, queues, history and diff."""
-    view = health_view(_health())
-    return HTMLResponse(render_page(view, Html("")), headers=PAGE_HEADERS)
+def health_page(old: Annotated[int | None, Query(alias="from", ge=1)] = None,
+                new: Annotated[int | None, Query(alias="to", ge=1)] = None) -> HTMLResponse:
+    """The operator's page: published version, fleet and drift, queues, history, and the
+    changes between two versions when ``from`` and ``to`` are given."""
+    source = _health()
+    compared = version_diff(source, old, new) if old is not None and new is not None else None
+    return HTMLResponse(render_page(health_view(source), compared), headers=PAGE_HEADERS)
 
 
 @app.get("/health/live", include_in_schema=False)
@@ -107,6 +114,13 @@ def health_live() -> HTMLResponse:
 def health_json() -> dict[str, Any]:
     """What the health page shows, as JSON: published version, fleet, queues, history."""
     return health_view(_health())
+
+
+@app.get("/health/diff.json")
+def health_diff(old: Annotated[Version, Query(alias="from")],
+                new: Annotated[Version, Query(alias="to")]) -> dict[str, Any]:
+    """The changes from one version of the history to another, each tagged live or restart."""
+    return version_diff(_health(), old, new)
 
 
 @app.get("/healthz")

@@ -17,8 +17,11 @@ from typing import Any
 import redis
 
 from celery_config_sync.codec import ConfigDocument
+from celery_config_sync.diffing import diff
 from celery_config_sync.errors import CeleryConfigError, NotPublished
+from celery_config_sync.history import list_history, read_version
 from celery_config_sync.live_config import LiveConfig
+from celery_config_sync.live_settings import describe, label
 from celery_config_sync.loader import RedisReader
 from celery_config_sync.queue_depth import priority_steps, queue_depths
 from celery_config_sync.status_report import status_report
@@ -54,7 +57,8 @@ def health_view(source: HealthSource) -> dict[str, Any]:
     started = time.perf_counter()
     view: dict[str, Any] = {"namespace": source.namespace, "error": None,
                             "this_instance": source.live.status(), "published": None,
-                            "fleet": [], "in_sync": False, "queues": []}
+                            "fleet": [], "in_sync": False, "queues": [], "history": [],
+                            "history_error": None}
     document: ConfigDocument = source.live.current.loaded.document
     try:
         report, published = status_report(source.reader)
@@ -68,6 +72,12 @@ def health_view(source: HealthSource) -> dict[str, Any]:
     except (redis.RedisError, OSError, CeleryConfigError) as exc:
         view["error"] = f"Redis did not answer: {type(exc).__name__}: {exc}"
     view["queues"] = queues(source, document)
+    if view["error"] is None or view["published"] is not None:
+        try:
+            view["history"] = [entry.as_dict() for entry in list_history(source.client,
+                                                                         source.namespace)]
+        except (redis.RedisError, OSError, CeleryConfigError) as exc:
+            view["history_error"] = str(exc)
     view["rendered_in_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return view
 
@@ -81,3 +91,22 @@ def queues(source: HealthSource, document: ConfigDocument) -> list[dict[str, Any
             depths = queue_depths(source.broker, document.queues,
                                   source.live.env.celery_keyprefix, priority_steps(document.base))
     return [{"name": name, "depth": depths.get(name)} for name in document.queues]
+
+
+def version_diff(source: HealthSource, old: int, new: int) -> dict[str, Any]:
+    """What changes from version ``old`` to version ``new`` of the history, change by change
+    (as ``celery-config diff --from --to``), each tagged live or restart; or ``error``."""
+    result: dict[str, Any] = {"from": old, "to": new, "changes": [], "kind": None,
+                              "error": None}
+    try:
+        documents = [read_version(source.client, source.namespace, version,
+                                  allow=source.reader.allow)[1] for version in (old, new)]
+    except (redis.RedisError, OSError, CeleryConfigError) as exc:
+        result["error"] = str(exc)
+        return result
+    result["changes"] = [{"kind": change.kind, "section": change.section, "key": change.key,
+                          "from": change.published, "to": change.source,
+                          "applies": label(change.section, change.key)}
+                         for change in diff(*documents)]
+    result["kind"] = describe(*documents)["kind"]
+    return result

@@ -49,14 +49,15 @@ def join(parts: Iterable[Html]) -> Html:
 PAGE = (files("api_service") / "templates" / "health.html").read_text(encoding="utf-8")
 
 
-def render_page(view: Mapping[str, Any], diff: Html) -> Html:
+def render_page(view: Mapping[str, Any], compared: Mapping[str, Any] | None) -> Html:
+    """The whole page; ``compared``: a diff of two versions (health.version_diff) to show."""
     return fill(PAGE, namespace=view["namespace"], instance=view["this_instance"]["instance"],
-                live=render_live(view), diff=diff)
+                live=render_live(view), diff=diff_section(view, compared))
 
 
 def render_live(view: Mapping[str, Any]) -> Html:
     """The fragment the page refreshes: summary, published version, fleet, queues, history."""
-    return join([summary(view), published(view), fleet(view), queues(view)])
+    return join([summary(view), published(view), fleet(view), queues(view), history(view)])
 
 
 def summary(view: Mapping[str, Any]) -> Html:
@@ -133,3 +134,75 @@ def queues(view: Mapping[str, Any]) -> Html:
 def value_text(value: Any) -> str:
     """A configuration value as the JSON it is stored as (compact, keys sorted)."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+HISTORY_ROW = ('<tr data-version="$version"><td class="num">$version</td>'
+               '<td><code class="sha" title="$sha">$short</code></td><td>$at</td>'
+               '<td>$publisher</td><td>$source</td><td>$change</td><td>$summary</td><td>$link</td></tr>')
+
+
+def history(view: Mapping[str, Any]) -> Html:
+    entries = view["history"]
+    held = {entry["version"] for entry in entries}
+    rows = join(fill(HISTORY_ROW, version=e["version"], sha=e["sha256"],
+                     short=e["sha256"][:SHORT_SHA], at=e["published_at"],
+                     publisher=e["publisher"], source=e["source"], change=e["change"],
+                     summary=e["summary"],
+                     link=fill('<a href="health?from=$old&amp;to=$new#diff">diff with $old</a>',
+                               old=e["version"] - 1, new=e["version"])
+                     if e["version"] - 1 in held else "-")
+                for e in entries)
+    note = fill('<p class="summary bad">history unreadable: $error</p>',
+                error=view["history_error"]) if view["history_error"] else Html("")
+    return fill('<section id="history"><h2>History</h2>$note<table><thead><tr><th>version</th>'
+                '<th>sha256</th><th>published at</th><th>publisher</th><th>source</th>'
+                '<th>change</th><th>what changed</th><th></th></tr></thead><tbody>$rows</tbody>'
+                '</table></section>', note=note,
+                rows=rows or Html('<tr><td colspan="8">no version kept</td></tr>'))
+
+
+DIFF_ROW = ('<tr class="diff-$kind"><td>$sign</td><td>$section</td><td><code>$key</code></td>'
+            '<td><code>$old</code></td><td><code>$new</code></td><td>$applies</td></tr>')
+SIGNS = {"added": "+", "removed": "-", "changed": "~"}
+
+
+def diff_section(view: Mapping[str, Any], compared: Mapping[str, Any] | None) -> Html:
+    """A form to pick any two kept versions (a plain GET: it works without JavaScript), and
+    the changes between the two asked for."""
+    versions = [entry["version"] for entry in view["history"]]
+    old = compared["from"] if compared else (versions[1] if len(versions) > 1 else None)
+    new = compared["to"] if compared else (versions[0] if versions else None)
+
+    def options(selected: int | None) -> Html:
+        return join(fill('<option value="$v"$sel>version $v</option>', v=v,
+                         sel=Html(" selected") if v == selected else Html(""))
+                    for v in versions)
+
+    form = fill('<form class="diff" method="get" action="health#diff">'
+                '<label>from <select name="from">$old</select></label>'
+                '<label>to <select name="to">$new</select></label>'
+                '<button type="submit">Compare</button></form>',
+                old=options(old), new=options(new))
+    return fill('<section id="diff"><h2>Compare two versions</h2>$form$result</section>',
+                form=form, result=diff_result(compared) if compared else Html(""))
+
+
+def diff_result(compared: Mapping[str, Any]) -> Html:
+    if compared["error"]:
+        return fill('<p id="diff-result" class="summary bad">$error</p>',
+                    error=compared["error"])
+    if not compared["changes"]:
+        return fill('<p id="diff-result" class="summary ok">version $old and version $new '
+                    'hold the same configuration</p>', old=compared["from"], new=compared["to"])
+    rows = join(fill(DIFF_ROW, kind=c["kind"], sign=SIGNS[c["kind"]], section=c["section"],
+                     key=c["key"],
+                     old="" if c["kind"] == "added" else value_text(c["from"]),
+                     new="" if c["kind"] == "removed" else value_text(c["to"]),
+                     applies=c["applies"])
+                for c in compared["changes"])
+    return fill('<div id="diff-result"><p>From version $old to version $new: $count '
+                'change(s), $kind.</p><table><thead><tr><th></th><th>section</th><th>key</th>'
+                '<th>version $old</th><th>version $new</th><th>applies</th></tr></thead>'
+                '<tbody>$rows</tbody></table></div>', old=compared["from"],
+                new=compared["to"], count=len(compared["changes"]), kind=compared["kind"],
+                rows=rows)

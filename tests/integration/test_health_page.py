@@ -7,6 +7,7 @@ engine and run with ``make test-fast``.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import pytest
 import redis
 
+from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.fleet import record_key
 from celery_config_sync.redis_layout import Keys, publish
 from celery_config_sync.source import load_source
@@ -110,6 +112,30 @@ def test_hostile_bytes_from_redis_stay_text(api: Api, client: redis.Redis) -> No
     client.delete(*client.keys(f"{Keys(NS).applied_prefix}worker:*"))
 
 
+def test_history_and_the_diff_of_two_versions(api: Api, client: redis.Redis) -> None:
+    dropped = next(iter(V1.routes))
+    v2 = ConfigDocument(dict(V1.queues), {k: v for k, v in V1.routes.items() if k != dropped},
+                        dict(V1.base))
+    assert publish(client, NS, v2, source=f"v2{HOSTILE}", publisher="pi").version == 2
+    live = api.client.get("/health/live").text
+    assert re.findall(r'<tr data-version="(\d+)"', live) == ["2", "1"]  # newest first
+    assert 'href="health?from=1&amp;to=2#diff"' in live
+    assert "&lt;script&gt;" in live and "<script>" not in live  # the source, escaped
+    page = api.client.get("/health", params={"from": 1, "to": 2}).text
+    result = page[page.index('id="diff-result"'):]
+    assert "1 change(s), live" in result
+    assert f"<code>{html.escape(dropped)}</code>" in result and 'class="diff-removed"' in result
+    assert '<option value="1" selected>' in page and '<option value="2" selected>' in page
+    assert api.get("/health/diff.json?from=1&to=2")["changes"] == [
+        {"kind": "removed", "section": "routes", "key": dropped, "from": V1.routes[dropped],
+         "to": None, "applies": "live"}]
+    same = api.client.get("/health", params={"from": 2, "to": 2}).text
+    assert "hold the same configuration" in same
+    missing = api.client.get("/health", params={"from": 1, "to": 9})
+    assert missing.status_code == 200 and "version 9 is not in the history" in missing.text
+    assert api.client.get("/health", params={"from": "x", "to": 1}).status_code == 422
+
+
 def test_the_page_forbids_inline_and_foreign_scripts(api: Api) -> None:
     for path in ("/health", "/health/live"):
         headers = api.client.get(path).headers
@@ -147,6 +173,6 @@ def test_redis_down_the_page_still_says_what_this_instance_applies(
         response = httpx.get(f"{api.url}/health", timeout=30)
         assert response.status_code == 200
         assert "Redis did not answer" in response.text
-        assert api.get("/health.json")["this_instance"]["version"] == 1
+        assert api.get("/health.json")["this_instance"]["version"] == 2
     finally:
         redis_server.start()  # empty: the last case of the module
