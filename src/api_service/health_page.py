@@ -161,8 +161,9 @@ def history(view: Mapping[str, Any]) -> Html:
                 rows=rows or Html('<tr><td colspan="8">no version kept</td></tr>'))
 
 
-DIFF_ROW = ('<tr class="diff-$kind"><td>$sign</td><td>$section</td><td><code>$key</code></td>'
-            '<td><code>$old</code></td><td><code>$new</code></td><td>$applies</td></tr>')
+DIFF_ROW = ('<tr class="diff-$kind"><td>$sign</td><td>$section</td>'
+            '<td><code class="key">$key</code></td><td><code>$old</code></td>'
+            '<td><code>$new</code></td><td>$applies</td></tr>')
 SIGNS = {"added": "+", "removed": "-", "changed": "~"}
 
 

@@ -191,6 +191,28 @@ def test_a_new_version_and_the_drift_appear_without_a_reload(stack: Stack, visit
     visit.check()
 
 
+def test_the_diff_of_two_versions(stack: Stack, visit: Visit) -> None:
+    """Versions 1 and 2 (the previous case) picked in the form: the page lists the changes."""
+    visit.page.goto(f"{stack.url}/health")
+    expect(visit.page.locator("#history tbody tr[data-version]")).to_have_count(2)
+    visit.page.select_option("select[name=from]", "1")
+    visit.page.select_option("select[name=to]", "2")
+    visit.page.click("form.diff button")
+    result = visit.page.locator("#diff-result")
+    expect(result).to_contain_text("From version 1 to version 2")
+    added = result.locator("tr.diff-added").all_inner_texts()
+    removed = result.locator("tr.diff-removed").all_inner_texts()
+    assert any("reports" in row for row in added), added  # WITH_REPORTS: queue and route
+    assert any("lastfm" in row for row in removed), removed
+    assert re.search(r"[?&]from=1&to=2", visit.page.url), visit.page.url
+    # The history's own link leads to the same view.
+    visit.page.goto(f"{stack.url}/health")
+    visit.page.click("#history tr[data-version='2'] a")
+    expect(visit.page.locator("#diff-result")).to_contain_text("From version 1 to version 2")
+    visit.check()
+    screenshot(visit, "health-page-diff.png")
+
+
 def test_hostile_bytes_in_redis_show_as_text(stack: Stack, visit: Visit) -> None:
     """A fleet record written with markup (as anyone holding a service's password could):
     shown as text, nothing runs, nothing is injected."""
