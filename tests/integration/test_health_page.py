@@ -124,7 +124,7 @@ def test_history_and_the_diff_of_two_versions(api: Api, client: redis.Redis) -> 
     page = api.client.get("/health", params={"from": 1, "to": 2}).text
     result = page[page.index('id="diff-result"'):]
     assert "1 change(s), live" in result
-    assert f"<code>{html.escape(dropped)}</code>" in result and 'class="diff-removed"' in result
+    assert f">{html.escape(dropped)}</code>" in result and 'class="diff-removed"' in result
     assert '<option value="1" selected>' in page and '<option value="2" selected>' in page
     assert api.get("/health/diff.json?from=1&to=2")["changes"] == [
         {"kind": "removed", "section": "routes", "key": dropped, "from": V1.routes[dropped],
