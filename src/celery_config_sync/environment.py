@@ -50,13 +50,6 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
-    value = int(text or "0")
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a TCP port, or 0 for off")
-    return value
-
-
 def _count(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -68,6 +61,13 @@ def _size(text: str) -> int:
     value = int(text)
     if value < 0:
         raise ValueError("must be an integer >= 0 (bytes)")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text or "0")
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port, or 0 for off")
     return value
 
 
@@ -96,11 +96,11 @@ class Environment:
     allow_unsafe: frozenset[str] = frozenset()
     redis_password_file: str | None = None
     celery_keyprefix: str = ""
+    history_length: int = HistoryLimits.length
+    history_max_bytes: int = HistoryLimits.max_bytes
     # The worker's Prometheus endpoint (the API serves /metrics on its own port): 0 is off, so
     # a worker started by hand binds nothing; the worker image sets 9808.
     metrics_port: int = 0
-    history_length: int = HistoryLimits.length
-    history_max_bytes: int = HistoryLimits.max_bytes
     # Read from redis_password_file once, at start: it is in redis_url too. Never shown.
     redis_password: str | None = field(default=None, repr=False, compare=False)
 
@@ -157,7 +157,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "allow_unsafe": ("CELERY_CONFIG_ALLOW_UNSAFE", _names),
     "redis_password_file": ("CELERY_CONFIG_REDIS_PASSWORD_FILE", _optional),
     "celery_keyprefix": ("CELERY_CONFIG_CELERY_KEYPREFIX", str),
-    "metrics_port": ("CELERY_CONFIG_METRICS_PORT", _port),
     "history_length": ("CELERY_CONFIG_HISTORY_LENGTH", _count),
     "history_max_bytes": ("CELERY_CONFIG_HISTORY_MAX_BYTES", _size),
+    "metrics_port": ("CELERY_CONFIG_METRICS_PORT", _port),
 }
