@@ -80,7 +80,7 @@ images-report: install ## Image sizes per platform, the set's total and the byte
 	$(PY) bench/images_report.py
 
 .PHONY: reports
-reports: bench images-report stack-report ## Every printed report (load bench, images, stack)
+reports: bench images-report stack-report swarm-report ## Every printed report (load bench, images, stack, swarm)
 
 # The compose stack (compose/compose.yaml). The project name is the file's own
 # (celery-config-sync), the same as `docker compose --profile rpi up` from the root.
@@ -147,6 +147,10 @@ swarm-status: ## The published version and every replica's (celery-config status
 .PHONY: swarm-rm
 swarm-rm: ## Remove the stack (its volumes stay on their nodes)
 	docker stack rm --detach=false $(SWARM_STACK)
+
+.PHONY: swarm-report
+swarm-report: install ## Swarm start-up vs worker replicas (1, 2, 4) on two engines (needs the images)
+	$(PY) bench/swarm_report.py
 
 .PHONY: stack-report
 stack-report: install ## Stack cold start, seeder, fallback start and idle memory vs a Pi 4 budget

@@ -1,4 +1,4 @@
-"""Drive one compose project of compose/compose.yaml (profile rpi) from Python: used by the
+"""Drive one compose project of compose/compose.yaml (profile rpi, or dev) from Python: used by the
 e2e tier (tests/e2e) and by the stack report (bench/stack_report.py), as tests/redis_process.py
 serves the integration tier and the load benchmark.
 
@@ -31,7 +31,8 @@ COMPOSE_FILE = ROOT / "compose" / "compose.yaml"
 FOREIGN = ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "DOCKER_DEFAULT_PLATFORM",
            "API_PORT", "API_BIND", "CELERY_CONFIG_WAIT_TIMEOUT", "CELERY_CONFIG_ON_TIMEOUT",
            "CELERY_CONFIG_LIVE_RELOAD", "CELERY_CONFIG_ON_RESTART_REQUIRED",
-           "CELERY_CONFIG_HEARTBEAT_INTERVAL", "CELERY_SECRETS_DIR")
+           "CELERY_CONFIG_HEARTBEAT_INTERVAL", "CELERY_SECRETS_DIR", "API_DEV_PORT",
+           "REDIS_DEV_PORT")
 TLS_FILE = ROOT / "compose" / "tls.yaml"
 MAKE_SECRETS = ROOT / "compose" / "make-secrets.sh"
 MAKE_TLS = ROOT / "compose" / "make-tls.sh"
@@ -78,12 +79,14 @@ def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
 
 @dataclass
 class Stack:
-    """One compose project of compose/compose.yaml, profile rpi."""
+    """One compose project of compose/compose.yaml, profile rpi (or dev: its services are
+    the rpi ones with a -dev suffix, the API on API_DEV_PORT). Services are named as rpi's."""
 
     project: str
     api_port: int
     env: dict[str, str] = field(default_factory=dict)
     tls: bool = False  # with compose/tls.yaml (TLS between the services and Redis)
+    profile: str = "rpi"
     # This project's own Redis passwords (and TLS material), made by the project's scripts,
     # as `make secrets` (and `make tls`) do.
     secrets: Path = field(init=False)
@@ -100,7 +103,8 @@ class Stack:
     # ------------------------------------------------------------------ compose and docker
     def environ(self, **extra: str) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if k not in FOREIGN}
-        return {**base, "API_PORT": str(self.api_port), "API_BIND": "127.0.0.1",
+        return {**base, "API_PORT": str(self.api_port), "API_DEV_PORT": str(self.api_port),
+                "API_BIND": "127.0.0.1",
                 "REGISTRY": REGISTRY, "TAG": TAG, "CELERY_SECRETS_DIR": str(self.secrets),
                 **self.env, **extra}
 
@@ -110,7 +114,7 @@ class Stack:
         files = [COMPOSE_FILE, TLS_FILE] if self.tls else [COMPOSE_FILE]
         return ["docker", "compose", "--project-directory", str(COMPOSE_FILE.parent),
                 *(arg for path in files for arg in ("-f", str(path))),
-                "-p", self.project, "--profile", "rpi", *args]
+                "-p", self.project, "--profile", self.profile, *args]
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True,
                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -122,8 +126,12 @@ class Stack:
                                  f"{result.stdout}\n{result.stderr}\n{self.logs()}")
         return result
 
+    def name(self, service: str) -> str:
+        """The compose service of this profile for the rpi service ``service``."""
+        return service if self.profile == "rpi" else f"{service}-{self.profile}"
+
     def container(self, service: str) -> str:
-        return f"{self.project}-{service}-1"
+        return f"{self.project}-{self.name(service)}-1"
 
     def inspect(self, service: str) -> dict[str, Any]:
         out = docker("inspect", self.container(service)).stdout
@@ -141,7 +149,7 @@ class Stack:
 
     def redis_cli(self, *args: str) -> str:
         """redis-cli in the redis container as the admin user (the image's redis-admin)."""
-        return self.compose("exec", "-T", "redis", "redis-admin", *args).stdout.strip()
+        return self.compose("exec", "-T", self.name("redis"), "redis-admin", *args).stdout.strip()
 
     def health(self, service: str) -> str:
         state = self.inspect(service)["State"]

@@ -56,9 +56,10 @@ def engine() -> None:
 
 
 @contextmanager
-def make_stack(suffix: str = "", *, tls: bool = False, **env: str) -> Iterator[Stack]:
+def make_stack(suffix: str = "", *, tls: bool = False, profile: str = "rpi",
+               **env: str) -> Iterator[Stack]:
     project = f"ccs-e2e-{os.getpid()}{suffix}"
-    stack = Stack(project, free_port(), dict(env), tls)
+    stack = Stack(project, free_port(), dict(env), tls, profile)
     stack.down()  # a leftover of a crashed run with the same pid
     try:
         yield stack
