@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -33,13 +32,13 @@ from .errors import (
     is_wrong_type,
 )
 from .fallback_files import render, write_atomic
-from .fleet import problems, read_fleet
 from .history import list_history, read_version, rollback
 from .live_settings import describe, label
 from .loader import RedisReader, load_config
 from .log_setup import TAGS, configure_logging
 from .redis_layout import Keys, PublishResult, clear, publish
 from .source import load_source
+from .status_report import status_report
 from .validation import redact
 from .waiting import wait_for_redis, wait_for_version
 
@@ -353,48 +352,15 @@ def status_command(ctx: Context, fmt: str) -> None:
     """The published version and every running instance. Exit 1 when an instance drifts
     (another sha256), runs on a fallback, waits for a restart or rejected a version; 2 when
     the published content itself is invalid (the fleet is printed first)."""
-    reader = ctx.reader()
-    published_error = None
-    try:
-        published = reader.load()
-        version, sha256, meta = published.version, published.sha256, published.meta
-    except InvalidConfig as exc:  # still show the fleet: it is what runs despite bad content
-        published_error = str(exc)
-        snapshot = reader.last_snapshot
-        meta = {k.decode(errors="replace"): v.decode(errors="replace")
-                for k, v in (snapshot.meta if snapshot else {}).items()}
-        seen_version, seen_sha = reader.last_seen()
-        version, sha256 = seen_version or 0, seen_sha or ""
-    age = None
-    try:
-        published_at = datetime.fromisoformat(meta["published_at"])
-        age = round((datetime.now(UTC) - published_at).total_seconds())
-    except (KeyError, ValueError):
-        pass
-    fleet = read_fleet(reader.client, ctx.env.namespace)
-    for record in fleet:
-        record["problems"] = problems(record, sha256)
+    report, _ = status_report(ctx.reader())
+    version, sha256, fleet = report["version"], report["sha256"], report["fleet"]
+    change, published_error = report["change"], report["published_error"]
     failing = [record for record in fleet if record["problems"]]
-    change = {"kind": meta.get("change", "unknown"),
-              "restart_required": [k for k in meta.get("restart_required", "").split(",") if k]}
-    report = {
-        "namespace": ctx.env.namespace,
-        "version": version,
-        "sha256": sha256,
-        "published_error": published_error,
-        "published_at": meta.get("published_at"),
-        "age_seconds": age,  # wall clock: meaningless on a Pi that booted without NTP
-        "publisher": meta.get("publisher"),
-        "source": meta.get("source"),
-        "change": change,
-        "fleet": fleet,
-        "in_sync": not failing and published_error is None,
-    }
     if fmt == "json":
         click.echo(json.dumps(report))
     else:
         click.echo(f"published version {version}  sha256 {sha256[:12]}  "
-                   f"change {change['kind']}  by {meta.get('publisher')}")
+                   f"change {change['kind']}  by {report['publisher']}")
         click.echo(f"\n{'SERVICE':<8} {'INSTANCE':<28} {'VERSION':>7} {'SHA256':<12} "
                    f"{'SOURCE':<16} {'BEAT':>5}  STATE")
         for record in fleet:

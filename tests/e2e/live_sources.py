@@ -72,3 +72,10 @@ def starts(stack: Stack) -> dict[str, tuple[str, int]]:
     return {service: (stack.inspect(service)["State"]["StartedAt"],
                       int(stack.inspect(service)["RestartCount"]))
             for service in ("worker", "api")}
+
+
+def recreate_api(stack: Stack, live_reload: str) -> None:
+    """The API container made anew with live reload on ("true") or off ("false": it stays on
+    the version it loaded at start, held back while new versions are published)."""
+    stack.compose("up", "--detach", "--wait", "--no-deps", "--force-recreate", "api",
+                  env={"CELERY_CONFIG_LIVE_RELOAD": live_reload})

@@ -1,0 +1,112 @@
+"""What the health page shows, as one JSON-able view (``GET /health.json``; the page renders it).
+
+Everything comes from the library, read fresh from Redis at each request: the published
+version and the fleet with its problems (:func:`celery_config_sync.status_report`, the same
+report as ``celery-config status``), the queues' depth and the version history. This API
+instance adds what it applies itself, so that the page still says something useful when
+Redis does not answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from celery_config_sync.codec import ConfigDocument
+from celery_config_sync.diffing import diff
+from celery_config_sync.errors import CeleryConfigError, NotPublished
+from celery_config_sync.history import list_history, read_version
+from celery_config_sync.live_config import LiveConfig
+from celery_config_sync.live_settings import describe, label
+from celery_config_sync.loader import RedisReader
+from celery_config_sync.queue_depth import priority_steps, queue_depths
+from celery_config_sync.status_report import status_report
+
+
+@dataclass(frozen=True)
+class HealthSource:
+    """The page's own reader (its decode memo apart from the watcher's) on the service's
+    configuration client, and the broker's client the metrics already hold (the queues live in
+    the broker's Redis, which may be another one): no connection pool of its own."""
+
+    live: LiveConfig
+    reader: RedisReader
+    broker: redis.Redis | None  # None: a broker that is not Redis, no depth to show
+
+    @classmethod
+    def of(cls, live: LiveConfig, broker: redis.Redis | None) -> HealthSource:
+        reader = RedisReader(live.reader.client, live.env.namespace, allow=live.env.allow_unsafe)
+        return cls(live, reader, broker)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self.reader.client
+
+    @property
+    def namespace(self) -> str:
+        return self.reader.namespace
+
+
+def health_view(source: HealthSource) -> dict[str, Any]:
+    """The whole view. Never raises for Redis trouble: ``error`` says what failed, and what
+    this instance applies is still there."""
+    started = time.perf_counter()
+    view: dict[str, Any] = {"namespace": source.namespace, "error": None,
+                            "this_instance": source.live.status(), "published": None,
+                            "fleet": [], "in_sync": False, "queues": [], "history": [],
+                            "history_error": None}
+    document: ConfigDocument = source.live.current.loaded.document
+    try:
+        report, published = status_report(source.reader)
+        view["fleet"] = report.pop("fleet")
+        view["in_sync"] = report.pop("in_sync")
+        view["published"] = report
+        if published is not None:
+            document = published.document
+    except NotPublished as exc:
+        view["error"] = f"nothing published: {exc}"
+    except (redis.RedisError, OSError, CeleryConfigError) as exc:
+        view["error"] = f"Redis did not answer: {type(exc).__name__}: {exc}"
+    view["queues"] = queues(source, document)
+    if view["error"] is None or view["published"] is not None:
+        try:
+            view["history"] = [entry.as_dict() for entry in list_history(source.client,
+                                                                         source.namespace)]
+        except (redis.RedisError, OSError, CeleryConfigError) as exc:
+            view["history_error"] = str(exc)
+    view["rendered_in_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return view
+
+
+def queues(source: HealthSource, document: ConfigDocument) -> list[dict[str, Any]]:
+    """Each queue the configuration declares, with the messages waiting in it (None when the
+    broker's Redis does not answer or is not Redis)."""
+    depths: dict[str, int] = {}
+    if source.broker is not None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            depths = queue_depths(source.broker, document.queues,
+                                  source.live.env.celery_keyprefix, priority_steps(document.base))
+    return [{"name": name, "depth": depths.get(name)} for name in document.queues]
+
+
+def version_diff(source: HealthSource, old: int, new: int) -> dict[str, Any]:
+    """What changes from version ``old`` to version ``new`` of the history, change by change
+    (as ``celery-config diff --from --to``), each tagged live or restart; or ``error``."""
+    result: dict[str, Any] = {"from": old, "to": new, "changes": [], "kind": None,
+                              "error": None}
+    try:
+        documents = [read_version(source.client, source.namespace, version,
+                                  allow=source.reader.allow)[1] for version in (old, new)]
+    except (redis.RedisError, OSError, CeleryConfigError) as exc:
+        result["error"] = str(exc)
+        return result
+    result["changes"] = [{"kind": change.kind, "section": change.section, "key": change.key,
+                          "from": change.published, "to": change.source,
+                          "applies": label(change.section, change.key)}
+                         for change in diff(*documents)]
+    result["kind"] = describe(*documents)["kind"]
+    return result
