@@ -4,6 +4,7 @@ It enqueues tasks by name, routed by the shared configuration, without importing
 The configuration is loaded at start-up (the fallback chain) and followed live: each new
 version becomes a complete routing state (celery_config_sync.routing) swapped in with one
 assignment. A request takes that state once, and routes, sends and logs with that same object.
+Prometheus scrapes ``GET /metrics`` on the same port (celery_config_sync.metrics).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from celery.result import AsyncResult
-from fastapi import Body, FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 
 from celery import Celery
 from celery_config_sync.celery_app import configure_app
 from celery_config_sync.environment import Environment
 from celery_config_sync.live_config import Applied, LiveConfig
 from celery_config_sync.log_setup import TAGS, configure_logging
+from celery_config_sync.metrics import ServiceMetrics, broker_client
 from celery_config_sync.validation import redact
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
@@ -30,6 +32,7 @@ log = logging.getLogger("api_service")
 
 celery = Celery("api_service")
 state: dict[str, LiveConfig] = {}
+exporters: dict[str, ServiceMetrics] = {}
 
 
 @asynccontextmanager
@@ -41,12 +44,15 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     applied = live.load()
     configure_app(celery, applied.loaded, env)  # read once (serializers, result backend...)
     state["live"] = live
+    exporters["metrics"] = ServiceMetrics(live, broker_client(celery.conf.broker_url,
+                                                              env.redis_password))
     live.watch()
     try:
         yield
     finally:
         live.stop()
         state.clear()
+        exporters.clear()
 
 
 app = FastAPI(title="celery-config-sync API", lifespan=lifespan)
@@ -66,6 +72,16 @@ def readyz() -> JSONResponse:
     return JSONResponse({"ready": True, **live.current.loaded.summary(),
                          **{k: status[k] for k in ("published_version", "lagging",
                                                    "restart_required", "last_error")}})
+
+
+@app.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus exposition (OpenMetrics when the scraper asks for it)."""
+    found = exporters.get("metrics")
+    if found is None:
+        raise HTTPException(503, "configuration not loaded")
+    body, content_type = found.render(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
 
 
 @app.get("/config/status")

@@ -64,6 +64,13 @@ def _size(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text or "0")
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port, or 0 for off")
+    return value
+
+
 def _on_restart_required(text: str) -> str:
     if text not in ("report", "exit"):
         raise ValueError("must be 'report' or 'exit'")
@@ -91,6 +98,9 @@ class Environment:
     celery_keyprefix: str = ""
     history_length: int = HistoryLimits.length
     history_max_bytes: int = HistoryLimits.max_bytes
+    # The worker's Prometheus endpoint (the API serves /metrics on its own port): 0 is off, so
+    # a worker started by hand binds nothing; the worker image sets 9808.
+    metrics_port: int = 0
     # Read from redis_password_file once, at start: it is in redis_url too. Never shown.
     redis_password: str | None = field(default=None, repr=False, compare=False)
 
@@ -149,4 +159,5 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "celery_keyprefix": ("CELERY_CONFIG_CELERY_KEYPREFIX", str),
     "history_length": ("CELERY_CONFIG_HISTORY_LENGTH", _count),
     "history_max_bytes": ("CELERY_CONFIG_HISTORY_MAX_BYTES", _size),
+    "metrics_port": ("CELERY_CONFIG_METRICS_PORT", _port),
 }

@@ -8,7 +8,9 @@ switched to with one assignment; the service's ``on_apply`` hook then does what 
 (the worker changes its consumers on its own event loop). An invalid version is never applied:
 the service keeps what it has, logs one line naming the bad key and reports it.
 
-Every instance keeps its record in the fleet view (:mod:`celery_config_sync.fleet`).
+Every instance keeps its record in the fleet view (:mod:`celery_config_sync.fleet`), and tells
+its observers (:class:`LiveObserver`: the Prometheus metrics, :mod:`celery_config_sync.metrics`)
+of each version it applies or rejects, from the one place where that happens.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -55,6 +58,19 @@ class Applied:
 OnApply = Callable[["Applied", "Applied"], None]
 
 
+class LiveObserver(Protocol):
+    """Told, under LiveConfig's lock, of each version applied or rejected. Must be quick and
+    must not raise: it runs on the watcher's thread, between the switch and the service's hook.
+    """
+
+    def applied(self, new: Applied, seconds: float) -> None:
+        """``new`` is switched to, ``seconds`` after the hint (update message, resubscribe or
+        poll) whose re-read found it (monotonic clock)."""
+
+    def rejected(self, version: int | None, problem: str) -> None:
+        """A version was refused (logged once, as this is called once)."""
+
+
 class LiveConfig:
     """The running configuration of one service instance (``service``: worker, api)."""
 
@@ -70,6 +86,10 @@ class LiveConfig:
         self.last_error = ""
         self.published: tuple[int, str] | None = None  # last (version, sha256) read in Redis
         self.applies = 0
+        self.observers: list[LiveObserver] = []
+        # monotonic time of the last fleet record written (None: none yet), and of the start
+        self.last_heartbeat: float | None = None
+        self.created = time.monotonic()
         self._current: Applied | None = None
         self._started_with: ConfigDocument | None = None
         self._lock = threading.Lock()
@@ -134,6 +154,8 @@ class LiveConfig:
 
     def consider(self, published: Published) -> None:
         """A re-read: apply it if it differs from what runs (the watcher's thread)."""
+        woken = self.watcher.woken_at if self.watcher is not None else None
+        woken = woken if woken is not None else time.monotonic()
         with self._lock:
             self.published = (published.version, published.sha256)
             old = self.current
@@ -146,11 +168,11 @@ class LiveConfig:
                 if beat:
                     log.info("Redis answers with version %d again: in sync", running.version)
             else:
-                beat = self._apply(published, old)
+                beat = self._apply(published, old, woken)
         if beat:
             self.heartbeat()
 
-    def _apply(self, published: Published, old: Applied) -> bool:
+    def _apply(self, published: Published, old: Applied, woken: float) -> bool:
         """Switch to ``published`` (under the lock): True once applied, False if refused."""
         running = old.loaded
         loaded = LoadedConfig.from_published(published)
@@ -163,8 +185,11 @@ class LiveConfig:
         waiting = tuple(restart_required(self._started_with, loaded.document, self.service))
         new = Applied(routing, waiting, _now())
         self._current = new  # the switch: one assignment
+        seconds = time.monotonic() - woken
         self.applies += 1
         self.last_error = ""
+        for observer in self.observers:
+            observer.applied(new, seconds)
         log.info("applied version %d (sha256 %s) live, was version %d from %s: %s%s",
                  loaded.version, loaded.sha256[:12], running.version, running.source,
                  describe_change(running.document, loaded.document),
@@ -197,6 +222,8 @@ class LiveConfig:
         if message != self.last_error:  # one line per rejection, not one per re-read
             log.error("%s; still on version %d", message, self.current.loaded.version)
             self.last_error = message
+            for observer in self.observers:
+                observer.rejected(version, problem)
         self.heartbeat()
 
     # -------------------------------------------------------------------------- reporting
@@ -241,6 +268,7 @@ class LiveConfig:
         try:
             write_record(self.reader.client, self.env.namespace, self.record(),
                          ttl=max(3 * self.env.heartbeat_interval, 5))
+            self.last_heartbeat = time.monotonic()
         except (redis.RedisError, OSError) as exc:
             log.debug("fleet record not written: %s", exc)
 
@@ -249,4 +277,4 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-__all__ = ["Applied", "LiveConfig", "describe_change"]
+__all__ = ["Applied", "LiveConfig", "LiveObserver", "describe_change"]

@@ -65,6 +65,9 @@ class ConfigWatcher(Generic[T]):
         self.poll_interval = poll_interval
         self.tick_interval = tick_interval
         self.rereads = 0  # how many times the namespace was read (the benchmark reports it)
+        # monotonic time of the hint (message, subscribe confirmation) or poll that started the
+        # re-read under way: the reload latency is measured from it (celery_config_sync.metrics)
+        self.woken_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscriber: redis.Redis | None = None
@@ -126,12 +129,14 @@ class ConfigWatcher(Generic[T]):
                     next_tick = now + self.tick_interval
                 wait = max(0.0, min(next_poll, next_tick, now + 1.0) - now)
                 message = pubsub.get_message(timeout=wait)
+                woken = time.monotonic()
                 hint = message is not None and message["type"] in ("subscribe", "message")
                 if message is not None and message["type"] == "subscribe":
                     log.info("subscribed to %s on %s", self.channel, redacted(self.redis_url))
                 if hint:
                     self._coalesce(pubsub)
                 if hint or time.monotonic() >= next_poll:
+                    self.woken_at = woken
                     self._reread()
                     next_poll = self._next_poll()
         finally:

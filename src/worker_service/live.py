@@ -10,6 +10,11 @@
   broker reconnect rebuilds the same set.
 - Prefork children follow through a shared slot (celery_config_sync.child_slot), checked before
   each task: a task reports, and sends tasks by, the configuration its own process applies.
+- Prometheus metrics (CELERY_CONFIG_METRICS_PORT, 0 = off; the image sets 9808): served by the
+  main process, where the watcher applies and counts; started in ``on_worker_init`` so that they
+  answer while the consumer still waits for the broker. Prefork children inherit the listening
+  socket by fork and close their copy at once (``worker_process_init``): only the main process
+  ever answers, and a child left behind never holds the port.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 from celery.exceptions import WorkerShutdown
 from celery.loaders.app import AppLoader
-from celery.signals import task_prerun
+from celery.signals import task_prerun, worker_process_init
 from celery.worker.control import inspect_command
 
 from celery import Celery, bootsteps
@@ -28,6 +33,7 @@ from celery_config_sync.child_slot import SharedSlot
 from celery_config_sync.environment import Environment
 from celery_config_sync.live_config import Applied, LiveConfig
 from celery_config_sync.log_setup import TAGS, configure_logging
+from celery_config_sync.metrics import ServiceMetrics, broker_client
 from celery_config_sync.routing import build_routing, install
 
 log = logging.getLogger("worker_service.live")
@@ -45,6 +51,7 @@ class WorkerRuntime:
         self.selected: frozenset[str] | None = None
         self.selection_known = False
         self.switched: Applied | None = None  # what the consumer and app.amqp follow now
+        self.metrics_server: Any = None  # the main process's HTTP server of the metrics
 
     def start(self, app: Celery) -> None:
         env = Environment.from_environ()
@@ -59,6 +66,16 @@ class WorkerRuntime:
         self.slot.write(applied.loaded)
         if env.publish_on_start:
             enable_publish_on_start(env)
+        if env.metrics_port:
+            metrics = ServiceMetrics(self.live, broker_client(app.conf.broker_url,
+                                                              env.redis_password))
+            self.metrics_server = metrics.serve(env.metrics_port)
+
+    def close_inherited_metrics_socket(self) -> None:
+        """In a prefork child: drop the copy of the parent's listening socket."""
+        if self.metrics_server is not None:
+            self.metrics_server.socket.close()
+            self.metrics_server = None
 
     # ------------------------------------------------------------- the parent's event loop
     def on_apply(self, old: Applied, new: Applied) -> None:
@@ -159,6 +176,11 @@ class LiveReload(bootsteps.StartStopStep):  # type: ignore[misc]
 @task_prerun.connect(weak=False)  # type: ignore[untyped-decorator]
 def _follow_parent(**_: Any) -> None:
     runtime.follow_parent()
+
+
+@worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
+def _close_metrics_socket(**_: Any) -> None:
+    runtime.close_inherited_metrics_socket()
 
 
 @inspect_command()  # type: ignore[untyped-decorator]
