@@ -2,7 +2,9 @@
 # Install the container toolchain from Debian packages (idempotent):
 #   docker.io, docker-cli, docker-buildx, docker-compose from trixie, pinned at
 #   priority 100 so nothing else on the machine upgrades to trixie;
-#   qemu-user-static, binfmt-support, debootstrap, docker-registry, redis-server
+#   qemu-user-static, binfmt-support, debootstrap, docker-registry, redis-server, and
+#   prometheus for its promtool (checks deploy/prometheus: tests/manifests/test_prometheus.py;
+#   on a machine with a service manager the package also enables a Prometheus server)
 #   from the machine's own suite (bookworm).
 # A second run only checks and exits.
 set -eu
@@ -12,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes
 TRIXIE_SOURCES=/etc/apt/sources.list.d/ci-trixie.sources
 TRIXIE_PIN=/etc/apt/preferences.d/ci-trixie
 TRIXIE_PKGS="docker.io docker-cli docker-buildx docker-compose"
-BOOKWORM_PKGS="qemu-user-static binfmt-support debootstrap docker-registry redis-server curl jq socat"
+BOOKWORM_PKGS="qemu-user-static binfmt-support debootstrap docker-registry redis-server curl jq socat prometheus"
 
 log() { echo "[ci] $*"; }
 

@@ -1,6 +1,7 @@
 """Live reload in the compose stack (rpi profile, this machine's platform): a configuration
 published by a one-off seeder reaches the running worker and API, whose containers are never
-restarted; ``celery-config status`` in a container shows the fleet.
+restarted; ``celery-config status`` in a container shows the fleet, and both services'
+Prometheus metrics say the same.
 
 One stack serves the module, in the order written.
 """
@@ -24,8 +25,10 @@ from tests.e2e.live_sources import (
     source_dir,
     starts,
 )
+from tests.prometheus_text import Samples, labels_of, parse, value
 
 pytestmark = pytest.mark.e2e
+WORKER_METRICS_PORT = 9808  # CELERY_CONFIG_METRICS_PORT in the worker image
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +105,52 @@ def test_status_exits_1_while_an_instance_drifts(stack: Stack, tmp_path: Path) -
     finally:
         recreate_api(stack, "true")
     wait_until(lambda: on_sha(stack, expected.sha256), 60, "the fleet in sync on version 3")
+
+
+def scrape(stack: Stack, service: str) -> Samples:
+    """A service's metrics over HTTP: the API's on its published port, the worker's from
+    inside the stack's network (its port is published nowhere), through the api container."""
+    if service == "api":
+        response = httpx.get(f"{stack.url}/metrics", timeout=10)
+        assert response.status_code == 200, response.text
+        return parse(response.text)
+    script = ("import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
+              f"'http://worker:{WORKER_METRICS_PORT}/metrics', timeout=10).read().decode())")
+    return parse(stack.compose("exec", "-T", "api", "python3", "-c", script).stdout)
+
+
+def test_metrics_show_the_published_version_applied_and_count_a_publish(
+        stack: Stack, tmp_path: Path) -> None:
+    """Both services' metrics, scraped over HTTP and parsed: each applies the published sha256
+    from Redis; a new version counts one apply in each and shows on both."""
+    before: dict[str, Samples] = {}
+    for service in ("api", "worker"):
+        samples = before[service] = scrape(stack, service)
+        applied = labels_of(samples, "celery_config_applied_info")
+        published = labels_of(samples, "celery_config_published_info")
+        assert (applied["sha256"], applied["source"], applied["service"]) == (
+            published["sha256"], "redis", service)
+        assert value(samples, "celery_config_applied_version") == value(
+            samples, "celery_config_published_version") == int(published["version"])
+        assert value(samples, "celery_config_fallback_in_use", source="redis") == 0
+        age = value(samples, "celery_config_heartbeat_age_seconds")
+        assert age is not None and age < 3 * 2  # the stack's 2 s heartbeat
+        depths = {labels["queue"] for labels, _ in samples["celery_config_queue_depth"]}
+        assert "reports" in depths and "lastfm" not in depths  # what the version declares
+    version = int(labels_of(before["api"], "celery_config_published_info")["version"]) + 1
+
+    directory = source_dir(tmp_path, WITH_REPORTS + '\ntask_routes["report.pdf"] = '
+                                                    '{"queue": "reports"}\n')
+    expected = document_of(directory)
+    assert publish_from(stack, directory, "seed-metrics")["version"] == version
+    for service in ("api", "worker"):
+        wait_until(lambda s=service: value(scrape(stack, s),  # type: ignore[misc]
+                                           "celery_config_applied_version") == version,
+                   30, f"the {service}'s metrics on version {version}")
+        samples = scrape(stack, service)
+        assert labels_of(samples, "celery_config_applied_info")["sha256"] == expected.sha256
+        assert labels_of(samples, "celery_config_published_info")["sha256"] == expected.sha256
+        for counter in ("celery_config_applies_total", "celery_config_reload_seconds_count"):
+            assert value(samples, counter) == (value(before[service], counter) or 0) + 1, (
+                service, counter)
+        assert value(samples, "celery_config_rejections_total") == 0

@@ -19,7 +19,8 @@ DEV_PACKAGES = ("gcc", "g++", "build-essential", "python3-dev", "libpython3.11-d
                 "python3-pip", "python3-venv")
 # distribution -> major version every image that has it must carry
 PYTHON_DISTRIBUTIONS = {"celery": "5", "kombu": "5", "redis": "", "click": "8"}
-EXTRA_DISTRIBUTIONS = {"worker": {"supervisor": "4"}, "api": {"fastapi": "", "uvicorn": ""}}
+EXTRA_DISTRIBUTIONS = {"worker": {"supervisor": "4", "prometheus_client": "0."},
+                       "api": {"fastapi": "", "uvicorn": "", "prometheus_client": "0."}}
 
 
 def distributions(stack: Stack, image: str) -> dict[str, str]:
@@ -89,6 +90,7 @@ def test_only_the_worker_has_supervisor_and_only_the_api_fastapi(stack: Stack) -
     assert "supervisor" not in distributions(stack, "api")
     assert "fastapi" not in distributions(stack, "worker")
     assert "fastapi" not in distributions(stack, "config-seeder")
+    assert "prometheus_client" not in distributions(stack, "config-seeder")  # it serves none
 
 
 @pytest.mark.parametrize(("image", "absent"), [("worker", "api_service"),
@@ -168,9 +170,32 @@ def test_exec_form_entrypoints(stack: Stack, image: str, entrypoint: list[str],
     assert config["Cmd"] == cmd
 
 
-@pytest.mark.parametrize(("image", "port"), [("redis", 6379), ("api", 8000)])
+@pytest.mark.parametrize(("image", "port"), [("redis", 6379), ("api", 8000), ("worker", 9808)])
 def test_listening_ports(stack: Stack, image: str, port: int) -> None:
     assert port in listening_ports(stack, image)
+
+
+def test_only_celerys_main_process_holds_the_metrics_port(stack: Stack) -> None:
+    """The worker's metrics socket (9808) belongs to Celery's main process alone: the prefork
+    children close the copy fork gave them, supervisord never had one."""
+    host = stack.host("worker")
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in host.file(table).content_string.splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == 9808:
+                inodes.add(fields[9])
+    assert inodes
+    out = host.check_output("for p in /proc/[0-9]*; do printf '%s ' \"${p#/proc/}\"; "
+                            "ls -l \"$p/fd\" 2>/dev/null | tr '\\n' ' '; echo; done")
+    holders = {int(line.split(" ", 1)[0]) for line in out.splitlines()
+               if any(f"socket:[{inode}]" in line for inode in inodes)}
+    procs = processes(stack, "worker")
+    celery = {pid for pid, cmd in procs.items() if "celery" in cmd and " worker" in cmd}
+    main = {pid for pid in celery if host.file(f"/proc/{pid}/stat").content_string.split()[3]
+            not in {str(p) for p in celery}}
+    assert len(celery) >= 3 and len(main) == 1, procs
+    assert holders == main, (holders, procs)
 
 
 def test_supervisord_is_pid_1_with_celery_children(stack: Stack) -> None:

@@ -13,7 +13,6 @@ import httpx
 import pytest
 import redis
 from kombu import Exchange, Queue
-from prometheus_client.parser import text_string_to_metric_families
 
 from celery import Celery
 from celery_config_sync.codec import ConfigDocument, canonical_json
@@ -25,6 +24,7 @@ from celery_config_sync.queue_depth import list_keys, priority_steps, queue_dept
 from celery_config_sync.redis_layout import Keys, publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer, free_port
+from tests.prometheus_text import Samples, parse, value
 from tests.service_processes import start_api, start_worker, wait_for
 from tests.tamper import reseal
 
@@ -33,16 +33,6 @@ NS = "celery_config"
 KEYS = Keys(NS)
 V1 = load_source(str(SOURCE), "rpi")
 V2 = ConfigDocument(V1.queues, {**V1.routes, "report.build": {"queue": "batch"}}, dict(V1.base))
-Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-def parse(text: str) -> Samples:
-    """sample name -> [(labels, value)], from the text exposition."""
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
 
 
 def scrape(metrics: ServiceMetrics) -> Samples:
@@ -51,18 +41,10 @@ def scrape(metrics: ServiceMetrics) -> Samples:
     return parse(body.decode())
 
 
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    """The value of the one sample ``name`` whose labels include ``labels`` (None: absent)."""
-    found = [v for found_labels, v in samples.get(name, [])
-             if labels.items() <= found_labels.items()]
-    assert len(found) <= 1, (name, labels, samples.get(name))
-    return found[0] if found else None
-
-
-def environment(url: str, tmp: Path, **extra: object) -> Environment:
+def environment(url: str, tmp: Path) -> Environment:
     return Environment(redis_url=url, fallback_path=str(tmp / "lkg.json"),
                        snapshot_path=str(tmp / "no-snapshot.json"), heartbeat_interval=0.2,
-                       celery_keyprefix="celery:", **extra)  # type: ignore[arg-type]
+                       celery_keyprefix="celery:")
 
 
 @pytest.fixture

@@ -1,0 +1,77 @@
+"""The example Prometheus files (deploy/prometheus), offline: `promtool` (Debian package
+prometheus) checks the rules and the scrape configuration and runs the rules' unit tests
+(alerts.test.yaml); and, without promtool, every metric the rules, their tests and the README
+name is one the services export."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from celery_config_sync.environment import Environment
+from celery_config_sync.live_config import LiveConfig
+from celery_config_sync.metrics import PREFIX, STATE, ServiceMetrics
+from tests.conftest import ROOT, require
+
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+NAME = re.compile(rf"\b{PREFIX}[a-z_]+\b")
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    require(shutil.which("promtool") is not None,
+            "promtool is not installed (apt-get install --no-install-recommends prometheus)")
+    return subprocess.run(["promtool", *args], cwd=PROMETHEUS_DIR, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("args", [("check", "rules", "alerts.yaml"),
+                                  ("check", "config", "prometheus.yaml"),
+                                  ("test", "rules", "alerts.test.yaml")],
+                         ids=["check-rules", "check-config", "test-rules"])
+def test_promtool(args: tuple[str, ...]) -> None:
+    result = promtool(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def exported_samples() -> set[str]:
+    """Every sample name of the celery_config_ metrics a service exports (before any load)."""
+    metrics = ServiceMetrics(LiveConfig("api", Environment()))  # no Redis is touched
+    names = {sample.name for family in metrics.registry.collect()
+             for sample in family.samples if family.name.startswith(PREFIX)}
+    names = {name for name in names if not name.endswith("_created")}
+    names |= {PREFIX + family.name + ("_info" if family.kind.__name__.startswith("Info") else "")
+              for family in STATE}
+    return names
+
+
+def readme_metrics_section() -> str:
+    """The README's "Metrics" section (elsewhere celery_config_ names a package, a channel)."""
+    match = re.search(r"^## Metrics\n(.*?)(?=^## )", (ROOT / "README.md").read_text(),
+                      re.MULTILINE | re.DOTALL)
+    assert match, "README.md has no '## Metrics' section"
+    return match.group(1)
+
+
+def test_every_metric_named_by_the_rules_and_the_readme_is_exported() -> None:
+    exported = exported_samples()
+    assert {"celery_config_applies_total", "celery_config_reload_seconds_bucket",
+            "celery_config_applied_info", "celery_config_queue_depth"} <= exported
+    for where, text in (("alerts.yaml", (PROMETHEUS_DIR / "alerts.yaml").read_text()),
+                        ("alerts.test.yaml", (PROMETHEUS_DIR / "alerts.test.yaml").read_text()),
+                        ("README", readme_metrics_section())):
+        named = set(NAME.findall(text))
+        assert named, where
+        assert named <= exported, (where, named - exported)
+
+
+def test_the_readme_lists_every_metric() -> None:
+    def family(name: str) -> str:
+        return re.sub(r"_(info|total|bucket|count|sum)$", "", name)
+
+    listed = {family(name) for name in NAME.findall(readme_metrics_section())}
+    missing = {family(name) for name in exported_samples()} - listed
+    assert not missing, missing
