@@ -154,3 +154,7 @@ def test_metrics_show_the_published_version_applied_and_count_a_publish(
             assert value(samples, counter) == (value(before[service], counter) or 0) + 1, (
                 service, counter)
         assert value(samples, "celery_config_rejections_total") == 0
+        seconds = (value(samples, "celery_config_reload_seconds_sum") or 0) - (
+            value(before[service], "celery_config_reload_seconds_sum") or 0)
+        MEASUREMENTS.append(f"metrics: the {service}'s reload of version {version}, hint to "
+                            f"switch: {seconds * 1000:.1f} ms")
