@@ -188,8 +188,7 @@ class LiveConfig:
         seconds = time.monotonic() - woken
         self.applies += 1
         self.last_error = ""
-        for observer in self.observers:
-            observer.applied(new, seconds)
+        self._tell("applied", new, seconds)
         log.info("applied version %d (sha256 %s) live, was version %d from %s: %s%s",
                  loaded.version, loaded.sha256[:12], running.version, running.source,
                  describe_change(running.document, loaded.document),
@@ -199,6 +198,15 @@ class LiveConfig:
         # Last: the disk (two fsyncs; an SD card is slow) never delays the switch.
         remember(self.env.fallback_path, loaded, check_existing=False)
         return True
+
+    def _tell(self, event: str, *args: Any) -> None:
+        """Every observer, each on its own: a failing one (a bug) must not stop the switch
+        half-way (the worker's consumers, last-known-good) nor the observers after it."""
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                log.exception("observer %r failed on %s", observer, event)
 
     def failed(self, exc: Exception) -> None:
         """A re-read that failed: nothing is applied, the reason is kept and reported."""
@@ -222,8 +230,7 @@ class LiveConfig:
         if message != self.last_error:  # one line per rejection, not one per re-read
             log.error("%s; still on version %d", message, self.current.loaded.version)
             self.last_error = message
-            for observer in self.observers:
-                observer.rejected(version, problem)
+            self._tell("rejected", version, problem)
         self.heartbeat()
 
     # -------------------------------------------------------------------------- reporting

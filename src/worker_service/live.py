@@ -69,7 +69,11 @@ class WorkerRuntime:
         if env.metrics_port:
             metrics = ServiceMetrics(self.live, broker_client(app.conf.broker_url,
                                                               env.redis_password))
-            self.metrics_server = metrics.serve(env.metrics_port)
+            try:
+                self.metrics_server = metrics.serve(env.metrics_port)
+            except OSError as exc:  # the port taken: run the tasks all the same, say it loudly
+                log.error("Prometheus metrics not served on port %d: %s (the worker runs "  # noqa: TRY400 (one line says it all)
+                          "without them)", env.metrics_port, exc)
 
     def close_inherited_metrics_socket(self) -> None:
         """In a prefork child: drop the copy of the parent's listening socket."""

@@ -5,6 +5,7 @@ worker from its main process alone."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,3 +236,19 @@ def test_the_worker_and_the_api_serve_their_metrics(
     finally:
         worker.stop()
     assert "Prometheus metrics on http://0.0.0.0:" in worker.log()
+
+
+def test_a_worker_whose_metrics_port_is_taken_runs_and_says_so(
+        redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path) -> None:
+    publish(redis_client, NS, V1, source="v1")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = start_worker(redis_server.url, tmp_path, "--concurrency", "1",
+                              CELERY_CONFIG_METRICS_PORT=str(port))  # waits for "ready."
+        try:
+            assert worker.lines(rf"ERROR .*Prometheus metrics not served on port {port}: ")
+            assert worker.process.poll() is None
+        finally:
+            worker.stop()
