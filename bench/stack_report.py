@@ -92,16 +92,7 @@ def memory(client: docker.DockerClient, stack: Stack, service: str) -> int:
 def fallback_start(stack: Stack) -> tuple[float, float, str]:
     """Redis stopped; worker and api recreated alone with a short gate timeout."""
     stack.compose("stop", "redis")
-    stack.compose("up", "--detach", "--no-deps", "--force-recreate", "worker", "api",
-                  env={"CELERY_CONFIG_WAIT_TIMEOUT": str(FALLBACK_WAIT)})
-    ready, body = ready_at(stack, FALLBACK_WAIT + 60)
-    api_s = (ready - parse_docker_time(stack.inspect("api")["State"]["StartedAt"])).total_seconds()
-    marker = "Celery configuration loaded from"
-    wait_until(lambda: marker in stack.logs("worker"), 60, "the worker's configuration line")
-    line = next(line for line in stack.logs("worker", timestamps=True).splitlines()
-                if marker in line)
-    worker_s = (parse_docker_time(line.split()[0])
-                - parse_docker_time(stack.inspect("worker")["State"]["StartedAt"])).total_seconds()
+    api_s, worker_s, body = stack.start_without_redis(FALLBACK_WAIT)
     return api_s, worker_s, str(body.get("source"))
 
 

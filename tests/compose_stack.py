@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,24 @@ class Stack:
         wait_until(done, timeout, f"task {task_id} to finish (last: {last})\n{self.logs()}",
                    interval=0.2)
         return last
+
+    def start_without_redis(self, wait: float) -> tuple[float, float, dict[str, Any]]:
+        """(Re)create worker and api alone (redis stopped by the caller) with the gate waiting
+        ``wait`` seconds: the seconds from each container's start to ready (api: /readyz
+        answers ready; worker: its log line naming the source it loaded), and /readyz's body.
+        The e2e fallback cases assert on it, the stack report prints it."""
+        self.compose("up", "--detach", "--no-deps", "--force-recreate", "worker", "api",
+                     env={"CELERY_CONFIG_WAIT_TIMEOUT": str(wait)})
+        body = self.wait_ready(wait + 60)
+        ready_at = datetime.now(UTC)
+        api_started = parse_docker_time(self.inspect("api")["State"]["StartedAt"])
+        marker = "Celery configuration loaded from"
+        wait_until(lambda: marker in self.logs("worker"), 60, "the worker's configuration line")
+        line = next(line for line in self.logs("worker", timestamps=True).splitlines()
+                    if marker in line)
+        worker_started = parse_docker_time(self.inspect("worker")["State"]["StartedAt"])
+        return ((ready_at - api_started).total_seconds(),
+                (parse_docker_time(line.split()[0]) - worker_started).total_seconds(), body)
 
     # ---------------------------------------------------------------------- set up, tear down
     def up(self, timeout: float) -> None:

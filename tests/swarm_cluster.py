@@ -290,11 +290,17 @@ class SwarmStack(Stack):
                 found[container[:12]] = nodes.get(task["NodeID"], task["NodeID"])
         return found
 
+    def started(self, name: str) -> dict[str, Node]:
+        """Every started container of one service, whatever Swarm's task state says (a
+        replica is "starting" until its first healthcheck passes): id -> its node."""
+        assert self.cluster is not None
+        return {container: node for node in self.cluster.nodes for container in node.docker(
+            "ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name="
+            f"{self.service(name)}").stdout.split()}
+
     def kill(self, name: str, container: str) -> None:
         """SIGKILL one replica where it runs (a crash, as Swarm sees it)."""
-        assert self.cluster is not None
-        node = self.cluster.node(self.running(name)[container])
-        node.docker("kill", container)
+        self.started(name)[container].docker("kill", container)
 
     def job_done(self, name: str, iteration: int) -> dict[str, Any] | None:
         """The task of job iteration ``iteration`` once it completed, else None."""

@@ -242,26 +242,6 @@ def test_redis_restart_keeps_the_keys_and_the_api_serving(stack: Stack,
 
 
 # ------------------------------------------------------------------------------------ b
-def start_without_redis(stack: Stack) -> tuple[float, float, dict[str, Any]]:
-    """(Re)create worker and api alone with a short gate timeout while redis is stopped: the
-    seconds from each container's start to ready (api: /readyz answers ready; worker: its log
-    line naming the source it loaded), and /readyz's body."""
-    stack.compose("up", "--detach", "--no-deps", "--force-recreate", "worker", "api",
-                  env={"CELERY_CONFIG_WAIT_TIMEOUT": str(FALLBACK_WAIT)})
-    ready = stack.wait_ready(FALLBACK_WAIT + 60)
-    ready_at = now_utc()
-    api_started = parse_docker_time(stack.inspect("api")["State"]["StartedAt"])
-
-    marker = "Celery configuration loaded from"
-    wait_until(lambda: marker in stack.logs("worker"), 60, "the worker's config log line")
-    line = next(line for line in stack.logs("worker", timestamps=True).splitlines()
-                if marker in line)
-    worker_started = parse_docker_time(stack.inspect("worker")["State"]["StartedAt"])
-    worker_ready = parse_docker_time(line.split()[0])
-    return ((ready_at - api_started).total_seconds(),
-            (worker_ready - worker_started).total_seconds(), ready)
-
-
 def back_on_redis(stack: Stack) -> None:
     stack.compose("up", "--detach", "--wait", "--no-deps", "redis")
     stack.compose("up", "--detach", "--wait", "--no-deps", "--force-recreate", "worker", "api")
@@ -269,7 +249,7 @@ def back_on_redis(stack: Stack) -> None:
 
 
 def check_fallback(stack: Stack, expected: str, version: int, source: ConfigDocument) -> None:
-    api_s, worker_s, ready = start_without_redis(stack)
+    api_s, worker_s, ready = stack.start_without_redis(FALLBACK_WAIT)
     MEASUREMENTS.append(f"fallback to {expected} (gate timeout {FALLBACK_WAIT} s): api ready "
                         f"{api_s:.2f} s, worker loaded {worker_s:.2f} s after container start")
     assert (ready["source"], ready["version"], ready["sha256"]) == (

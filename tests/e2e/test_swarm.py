@@ -296,9 +296,10 @@ def test_a_killed_worker_replica_is_replaced_and_starts_on_the_current_version(
 def test_with_redis_down_replicas_start_on_their_fallbacks_then_catch_up(
         swarm: SwarmStack, cluster: Cluster) -> None:
     """Redis' service scaled to 0 (its node's Redis gone): an API replica replaced on the
-    second node starts, after the gate's timeout, on that node's last-known-good (version 2);
-    API replicas whose last-known-good volume is swapped for an empty one start on the
-    image's snapshot. Redis back: every replica returns to Redis' version 2, live."""
+    second node starts, after the gate's timeout, on that node's last-known-good (version 2),
+    and so does a worker replica killed; API replicas whose last-known-good volume is swapped
+    for an empty one start on the image's snapshot. Redis back: every replica returns to
+    Redis' version 2, live."""
     second = cluster.workers[0]
     docker("service", "scale", "--detach", f"{swarm.service('redis')}=0")
     try:
@@ -310,6 +311,22 @@ def test_with_redis_down_replicas_start_on_their_fallbacks_then_catch_up(
                    f"{swarm.logs('api')}", interval=0.5)
         body = swarm.on(second).readyz()
         assert body is not None and body["version"] == 2, body
+
+        # A worker replica too: its replacement (on whichever node the spread picks; each
+        # has a worker's last-known-good) loads version 2 from that node's file.
+        before = swarm.started("worker")
+        swarm.kill("worker", next(iter(before)))
+        marker = "Celery configuration loaded from last-known-good: version 2"
+        replacement: dict[str, str] = {}
+
+        def replaced() -> bool:
+            for container, node in swarm.started("worker").items():
+                logs = node.docker("logs", container, check=False)
+                if container not in before and marker in logs.stdout + logs.stderr:
+                    replacement[container] = node.hostname
+            return bool(replacement)
+
+        wait_until(replaced, 120, f"a worker replica on last-known-good\n{swarm.logs('worker')}")
 
         docker("service", "update", "--detach", "--mount-rm", "/var/lib/celery-config",
                "--mount-add", "type=tmpfs,destination=/var/lib/celery-config",

@@ -391,3 +391,20 @@ def test_images_default_to_the_local_registry_and_can_be_changed(rendered: Rende
     images = {c["image"] for _, pod in pods(moved) for c in containers(pod)}
     assert "registry.example/ccs/worker:1.2.3" in images
     assert "localhost:5000/celery-config-sync/worker:latest" not in images
+
+
+def test_prometheus_scrapes_the_port_each_image_serves_metrics_on(rendered: Rendered) -> None:
+    """The pod annotations and the worker's containerPort name the port the image itself
+    serves /metrics on: the worker's CELERY_CONFIG_METRICS_PORT, the API's own port."""
+    dockerfile = (ROOT / "images" / "worker" / "Dockerfile").read_text()
+    found = re.search(r"CELERY_CONFIG_METRICS_PORT=(\d+)", dockerfile)
+    assert found, "images/worker/Dockerfile sets no CELERY_CONFIG_METRICS_PORT"
+    expected = {"worker": int(found.group(1)), "api": 8000}
+    templates = {doc["metadata"]["name"]: doc["spec"]["template"] for doc in rendered.base
+                 if doc["kind"] == "Deployment"}
+    for name, port in expected.items():
+        annotations = templates[name]["metadata"]["annotations"]
+        assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+                               "prometheus.io/path": "/metrics"}, name
+        (container,) = templates[name]["spec"]["containers"]
+        assert port in {p["containerPort"] for p in container.get("ports", [])}, name
