@@ -13,17 +13,28 @@ from .errors import CeleryConfigError
 from .redis_layout import HistoryLimits
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must be >= 0")
-    return value
+def _at_least(kind: Callable[[str], float], minimum: float, *, strict: bool = False,
+              unit: str = "") -> Callable[[str], Any]:
+    """A number parser: ``kind`` (int or float) >= ``minimum`` (> when ``strict``)."""
+    what = "an integer " if kind is int else ""
+    bound = f"must be {what}{'>' if strict else '>='} {minimum:g}{unit}"
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < minimum or (strict and value == minimum):
+            raise ValueError(bound)
+        return value
+
+    return parse
 
 
-def _on_timeout(text: str) -> str:
-    if text not in ("fallback", "fail"):
-        raise ValueError("must be 'fallback' or 'fail'")
-    return text
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError("must be " + " or ".join(repr(choice) for choice in choices))
+        return text
+
+    return parse
 
 
 def _flag(text: str) -> bool:
@@ -43,38 +54,11 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(name.strip() for name in text.split(",") if name.strip())
 
 
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be an integer >= 1")
-    return value
-
-
-def _size(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be an integer >= 0 (bytes)")
-    return value
-
-
 def _port(text: str) -> int:
     value = int(text or "0")
     if not 0 <= value <= 65535:
         raise ValueError("must be a TCP port, or 0 for off")
     return value
-
-
-def _on_restart_required(text: str) -> str:
-    if text not in ("report", "exit"):
-        raise ValueError("must be 'report' or 'exit'")
-    return text
 
 
 @dataclass(frozen=True)
@@ -142,22 +126,25 @@ class Environment:
 VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "redis_url": ("CELERY_CONFIG_REDIS_URL", str),  # then REDIS_URL
     "namespace": ("CELERY_CONFIG_NAMESPACE", str),
-    "wait_timeout": ("CELERY_CONFIG_WAIT_TIMEOUT", _seconds),
-    "on_timeout": ("CELERY_CONFIG_ON_TIMEOUT", _on_timeout),
+    "wait_timeout": ("CELERY_CONFIG_WAIT_TIMEOUT", _at_least(float, 0)),
+    "on_timeout": ("CELERY_CONFIG_ON_TIMEOUT", _one_of("fallback", "fail")),
     "fallback_path": ("CELERY_CONFIG_FALLBACK_PATH", str),
     "snapshot_path": ("CELERY_CONFIG_SNAPSHOT_PATH", str),
     "source": ("CELERY_CONFIG_SOURCE", str),
     "overlay": ("CELERY_CONFIG_OVERLAY", _optional),
     "publish_on_start": ("CELERY_CONFIG_PUBLISH_ON_START", _flag),
     "live_reload": ("CELERY_CONFIG_LIVE_RELOAD", _flag),
-    "poll_interval": ("CELERY_CONFIG_POLL_INTERVAL", _positive_seconds),
-    "heartbeat_interval": ("CELERY_CONFIG_HEARTBEAT_INTERVAL", _positive_seconds),
-    "on_restart_required": ("CELERY_CONFIG_ON_RESTART_REQUIRED", _on_restart_required),
+    "poll_interval": ("CELERY_CONFIG_POLL_INTERVAL", _at_least(float, 0, strict=True)),
+    "heartbeat_interval": ("CELERY_CONFIG_HEARTBEAT_INTERVAL",
+                           _at_least(float, 0, strict=True)),
+    "on_restart_required": ("CELERY_CONFIG_ON_RESTART_REQUIRED",
+                            _one_of("report", "exit")),
     "log_tag": ("CELERY_CONFIG_LOG_TAG", _optional),
     "allow_unsafe": ("CELERY_CONFIG_ALLOW_UNSAFE", _names),
     "redis_password_file": ("CELERY_CONFIG_REDIS_PASSWORD_FILE", _optional),
     "celery_keyprefix": ("CELERY_CONFIG_CELERY_KEYPREFIX", str),
-    "history_length": ("CELERY_CONFIG_HISTORY_LENGTH", _count),
-    "history_max_bytes": ("CELERY_CONFIG_HISTORY_MAX_BYTES", _size),
+    "history_length": ("CELERY_CONFIG_HISTORY_LENGTH", _at_least(int, 1)),
+    "history_max_bytes": ("CELERY_CONFIG_HISTORY_MAX_BYTES",
+                          _at_least(int, 0, unit=" (bytes)")),
     "metrics_port": ("CELERY_CONFIG_METRICS_PORT", _port),
 }

@@ -284,4 +284,4 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-__all__ = ["Applied", "LiveConfig", "LiveObserver", "describe_change"]
+__all__ = ["Applied", "LiveConfig", "LiveObserver"]
