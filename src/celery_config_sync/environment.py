@@ -3,6 +3,7 @@ services. Each variable: name, default and parser; nothing else reads ``os.envir
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -21,8 +22,9 @@ def _at_least(kind: Callable[[str], float], minimum: float, *, strict: bool = Fa
 
     def parse(text: str) -> Any:
         value = kind(text)
-        if value < minimum or (strict and value == minimum):
-            raise ValueError(bound)
+        # nan compares false with everything and inf never ends a wait: neither is a duration.
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise ValueError(f"{bound} and finite" if kind is float else bound)
         return value
 
     return parse
@@ -85,6 +87,9 @@ class Environment:
     # The worker's Prometheus endpoint (the API serves /metrics on its own port): 0 is off, so
     # a worker started by hand binds nothing; the worker image sets 9808.
     metrics_port: int = 0
+    # How long the active beat's lock lives without renewal: a standby beat takes over within
+    # this (plus one tick) when the active one dies.
+    beat_lock_timeout: float = 30.0
     # Read from redis_password_file once, at start: it is in redis_url too. Never shown.
     redis_password: str | None = field(default=None, repr=False, compare=False)
 
@@ -147,4 +152,5 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "history_max_bytes": ("CELERY_CONFIG_HISTORY_MAX_BYTES",
                           _at_least(int, 0, unit=" (bytes)")),
     "metrics_port": ("CELERY_CONFIG_METRICS_PORT", _port),
+    "beat_lock_timeout": ("CELERY_CONFIG_BEAT_LOCK_TIMEOUT", _at_least(float, 0, strict=True)),
 }

@@ -50,21 +50,28 @@ WORKER_ONLY_SETTINGS = frozenset({
     "task_default_rate_limit",
     "task_eager_propagates",
 })
-SERVICES = ("worker", "api")
+# Settings a running process follows without being in the routing state: the live beat
+# (celery_config_sync.beat) merges each published beat_schedule; nothing else reads it.
+LIVE_OTHER = frozenset({"beat_schedule"})
+SERVICES = ("worker", "api", "beat")
 
 
 def kind_of(section: str, key: str) -> str:
     """``live`` or ``restart`` for one entry of a document: queues, routes and their order are
     always live; the application's own keys (section ``app``) are read by the application
     whenever it likes, so a running process is not known to follow them: restart."""
-    if section in ("queues", "routes", "order") or (section == "base" and key in LIVE_SETTINGS):
+    if section in ("queues", "routes", "order") or (
+            section == "base" and (key in LIVE_SETTINGS or key in LIVE_OTHER)):
         return LIVE
     return RESTART
 
 
 def concerns(service: str, setting: str) -> bool:
-    """Whether a base setting matters to ``service`` (unknown services: every setting)."""
-    if service != "api":
+    """Whether a base setting matters to ``service`` (unknown services: every setting). Beat
+    sends tasks as the API does, and reads its own ``beat_*`` settings."""
+    if service == "beat" and setting.startswith("beat_"):
+        return True
+    if service not in ("api", "beat"):
         return True
     return not (setting.startswith(WORKER_ONLY_PREFIXES) or setting in WORKER_ONLY_SETTINGS)
 

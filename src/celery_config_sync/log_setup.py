@@ -16,6 +16,7 @@ TAGS = {
     "publisher": "[CELERY_CONFIG_PUBLISHER]",
     "worker": "[CELERY_WORKER]",
     "api": "[CELERY_API]",
+    "beat": "[CELERY_BEAT]",
     "cli": "[CELERY_CONFIG]",
 }
 # The library's loggers all live under this name.

@@ -64,6 +64,16 @@ class Keys:
         return f"{self.namespace}_updates"
 
     @property
+    def beat_lock(self) -> str:
+        """The lock that makes one beat the active one (celery_config_sync.beat)."""
+        return f"{self.namespace}:beat:lock"
+
+    @property
+    def beat_last_run(self) -> str:
+        """Hash: schedule entry name -> ISO time of its last run, written by the active beat."""
+        return f"{self.namespace}:beat:last_run"
+
+    @property
     def applied_prefix(self) -> str:
         """Prefix of the fleet's instance records (celery_config_sync.fleet)."""
         return f"{self.namespace}:applied:"

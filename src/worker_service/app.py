@@ -1,8 +1,9 @@
-"""The Celery app the worker runs: ``celery -A worker_service.app worker``.
+"""The demo's Celery app: ``celery -A worker_service.app worker`` (and ``beat``).
 
-Importing this module touches neither Redis nor a file: the configuration is loaded when the
-worker starts (worker_service.live) and followed live from then on. The broker and result URLs
-come from this service's own environment (CELERY_BROKER_URL, CELERY_RESULT_BACKEND).
+Its tasks, and one call that attaches the shared configuration (celery_config_sync.celery):
+importing this module touches neither Redis nor a file; the worker loads the configuration when
+it starts and follows it live. The broker and result URLs come from this service's own
+environment (CELERY_BROKER_URL, CELERY_RESULT_BACKEND).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import socket
 from typing import Any
 
 from celery import Celery, Task
+from celery_config_sync.celery import attach
 
 from .delivery import queue_for
-from .live import LiveReload, SharedConfigLoader, runtime
 
-app = Celery("worker_service", loader=SharedConfigLoader)
-app.steps["consumer"].add(LiveReload)
+app = Celery("worker_service")
+sync = attach(app, loggers=("worker_service",))
 
 # One demo task per queue family, named after the source's routes: each reports the queue it
 # was delivered through, which proves the routing the API applied.
@@ -42,7 +43,7 @@ LATER_TASKS = ("report.build",)
 
 def _report(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """What this process applies, and where the message came from."""
-    applied = runtime.live.current if runtime.live is not None else None
+    applied = sync.current if sync.live is not None else None
     info = dict(task.request.delivery_info or {})
     return {
         "task": task.name,
@@ -63,7 +64,10 @@ for _name in DEMO_TASKS + LATER_TASKS:
 
 @app.task(name="demo.forward", bind=True)  # type: ignore[untyped-decorator]
 def forward(task: Task, name: str) -> dict[str, Any]:
-    """Send task ``name`` from inside a task: it routes by what this process applies."""
+    """Send the demo task ``name`` from inside a task: it routes by what this process applies.
+    Only the demo's own tasks: never a name a client invents (Celery's built-ins included)."""
+    if name not in DEMO_TASKS + LATER_TASKS:
+        raise ValueError(f"demo.forward sends only the demo's tasks, not {name[:80]!r}")
     sent = app.send_task(name)
     route = app.amqp.router.route({}, name)
     return {**_report(task, name), "forwarded": sent.id,
