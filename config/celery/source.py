@@ -136,3 +136,9 @@ worker_max_tasks_per_child = 200
 worker_send_task_events = False
 broker_connection_retry_on_startup = True
 broker_transport_options = {"visibility_timeout": 3600, "priority_steps": [0, 3, 6, 9]}
+
+# celery beat (the stack's beat service, `celery -A worker_service.app beat`) follows this
+# schedule live: a publish that adds, removes or changes an entry needs no restart.
+beat_schedule = {
+    "demo-echo-every-30s": {"task": "demo.echo", "schedule": 30.0, "args": ["from beat"]},
+}

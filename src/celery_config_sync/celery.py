@@ -41,6 +41,7 @@ import logging
 import threading
 from typing import Any
 
+import click
 from celery.signals import import_modules, task_prerun, worker_process_init
 from celery.worker.control import Panel, inspect_command
 
@@ -114,9 +115,10 @@ class ConfigSync:
             if self.live is not None:
                 return self.live.current
             env = self.env
+            role = self.role or _command_role() or "celery"
             if self._log_setup:
-                configure_logging(env.log_tag or TAGS["cli"], loggers=self._loggers)
-            live = LiveConfig(self.role or "celery", env, on_apply=self._on_apply)
+                configure_logging(env.log_tag or _tag(role), loggers=self._loggers)
+            live = LiveConfig(role, env, on_apply=self._on_apply)
             applied = live.load()
             configure_app(self.app, applied.loaded, env)
             install(self.app, applied.routing)
@@ -133,7 +135,7 @@ class ConfigSync:
         assert self.live is not None
         self.live.service = role
         if self._log_setup and self.env.log_tag is None:
-            configure_logging(TAGS.get(role, f"[CELERY_{role.upper()}]"), loggers=self._loggers)
+            configure_logging(_tag(role), loggers=self._loggers)
         return self.live
 
     def start(self, service: str = "api") -> Applied:
@@ -235,6 +237,19 @@ class ConfigSync:
         if self.metrics_server is not None:
             self.metrics_server.socket.close()
             self.metrics_server = None
+
+
+def _command_role() -> str | None:
+    """``worker`` or ``beat`` when this process is ``celery ... worker`` or ``celery ... beat``
+    (the running click command, Celery's CLI): the tag of the lines logged while loading,
+    before the worker's or beat's own hook says for sure."""
+    context = click.get_current_context(silent=True)
+    name = context.info_name if context is not None else None
+    return name if name in ("worker", "beat") else None
+
+
+def _tag(role: str) -> str:
+    return TAGS.get(role, f"[CELERY_{role.upper()}]")
 
 
 def _wire(sync: ConfigSync, conf: Any) -> None:
