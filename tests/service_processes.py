@@ -79,20 +79,42 @@ def service_environment(redis_url: str, workdir: Path, **extra: str) -> dict[str
 
 
 def start_worker(redis_url: str, workdir: Path, *args: str, name: str = "worker",
-                 gossip: bool = False, **extra: str) -> Service:
-    """A ``celery worker`` process (without gossip unless ``gossip``: the image runs with it)."""
+                 gossip: bool = False, app: str = "worker_service.app",
+                 cwd: Path = ROOT, **extra: str) -> Service:
+    """A ``celery worker`` process of ``app`` (the demo's by default; without gossip unless
+    ``gossip``: the image runs with it)."""
     log_path = workdir / f"{name}.log"
     env = service_environment(redis_url, workdir,
                               CELERY_CONFIG_FALLBACK_PATH=str(workdir / f"{name}-lkg.json"),
                               **extra)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(BIN / "celery"), "--app", "worker_service.app", "worker", "--loglevel=INFO",
+            [str(BIN / "celery"), "--app", app, "worker", "--loglevel=INFO",
              "--hostname", f"{name}@%h", *([] if gossip else ["--without-gossip"]), *args],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     service = Service(name, process, log_path)
     wait_for(lambda: " ready." in service.log() or process.poll() is not None, 60,
              f"the worker's ready line\n{service.log()[-3000:]}", interval=0.1)
+    assert process.poll() is None, service.log()[-3000:]
+    return service
+
+
+def start_beat(redis_url: str, workdir: Path, *args: str, name: str = "beat",
+               app: str = "worker_service.app", cwd: Path = ROOT, **extra: str) -> Service:
+    """A ``celery beat`` process of ``app``, its schedule file in ``workdir``; returns once it
+    runs its scheduler (active or standing by)."""
+    log_path = workdir / f"{name}.log"
+    env = service_environment(redis_url, workdir,
+                              CELERY_CONFIG_FALLBACK_PATH=str(workdir / f"{name}-lkg.json"),
+                              **extra)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "celery"), "--app", app, "beat", "--loglevel=INFO",
+             "--schedule", str(workdir / f"{name}-schedule"), *args],
+            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    service = Service(name, process, log_path)
+    wait_for(lambda: "beat scheduling" in service.log() or process.poll() is not None, 60,
+             f"the beat's start line\n{service.log()[-3000:]}", interval=0.1)
     assert process.poll() is None, service.log()[-3000:]
     return service
 
@@ -131,7 +153,8 @@ class Api(Service):
         return found
 
 
-def start_api(redis_url: str, workdir: Path, *, name: str = "api", **extra: str) -> Api:
+def start_api(redis_url: str, workdir: Path, *, name: str = "api",
+              target: str = "api_service.app:app", cwd: Path = ROOT, **extra: str) -> Api:
     port = free_port()
     log_path = workdir / f"{name}.log"
     env = service_environment(redis_url, workdir,
@@ -139,9 +162,8 @@ def start_api(redis_url: str, workdir: Path, *, name: str = "api", **extra: str)
                               **extra)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(BIN / "uvicorn"), "api_service.app:app", "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [str(BIN / "uvicorn"), target, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     api = Api(name, process, log_path, port)
 
     def ready() -> bool:
