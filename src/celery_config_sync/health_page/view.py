@@ -2,9 +2,9 @@
 
 Everything comes from the library, read fresh from Redis at each request: the published
 version and the fleet with its problems (:func:`celery_config_sync.status_report`, the same
-report as ``celery-config status``), the queues' depth and the version history. This API
+report as ``celery-config status``), the queues' depth and the version history. The serving
 instance adds what it applies itself, so that the page still says something useful when
-Redis does not answer.
+Redis does not answer. No web framework here: :mod:`celery_config_sync.fastapi` serves it.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from typing import Any
 
 import redis
 
-from celery_config_sync.codec import ConfigDocument
-from celery_config_sync.diffing import diff
-from celery_config_sync.errors import CeleryConfigError, NotPublished
-from celery_config_sync.history import list_history, read_version
-from celery_config_sync.live_config import LiveConfig
-from celery_config_sync.live_settings import describe, label
-from celery_config_sync.loader import RedisReader
-from celery_config_sync.queue_depth import priority_steps, queue_depths
-from celery_config_sync.status_report import status_report
+from ..codec import ConfigDocument
+from ..diffing import diff
+from ..errors import CeleryConfigError, NotPublished
+from ..history import list_history, read_version
+from ..live_config import LiveConfig
+from ..live_settings import describe, label
+from ..loader import RedisReader
+from ..queue_depth import priority_steps, queue_depths
+from ..status_report import status_report
 
 
 @dataclass(frozen=True)

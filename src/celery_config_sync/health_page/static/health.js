@@ -1,5 +1,5 @@
 // The health page refreshes itself: every few seconds it fetches the live fragment, rendered
-// and escaped by the server (api_service/health_page.py), and swaps it in. No framework, no
+// and escaped by the server (celery_config_sync/health_page/render.py), and swaps it in. No framework, no
 // build step, nothing fetched from outside the API (its Content-Security-Policy forbids it).
 "use strict";
 (function () {

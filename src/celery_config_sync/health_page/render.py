@@ -1,11 +1,12 @@
-"""The health page's HTML, rendered on the server from :func:`api_service.health.health_view`.
+"""The health page's HTML, rendered on the server from :func:`.view.health_view`.
 
 The standard library only (string.Template, html.escape): the api image holds no template
 engine and a Pi's SD card gains nothing from one. Everything shown comes from Redis, where any
 process holding a service's password can write its fleet record: every value goes through
 :func:`esc` on its way into a template, and only fragments this module built (:class:`Html`)
-are inserted as they are. The page's Content-Security-Policy (app.py) forbids inline scripts
-as a second wall: an escaping mistake would show text, not run it.
+are inserted as they are. The page's Content-Security-Policy (:data:`PAGE_HEADERS`, sent with
+every page and fragment) forbids inline scripts as a second wall: an escaping mistake would
+show text, not run it.
 
 The live part (published version, fleet, queues, history) is one fragment that the page's
 script (static/health.js) fetches again every few seconds and swaps in: one renderer, here,
@@ -46,13 +47,27 @@ def join(parts: Iterable[Html]) -> Html:
     return Html("".join(parts))
 
 
-PAGE = (files("api_service") / "templates" / "health.html").read_text(encoding="utf-8")
+PAGE = (files("celery_config_sync.health_page") / "templates" / "health.html").read_text(
+    encoding="utf-8")
+# The page's own rules: its script and style from the serving app alone, no inline script (an
+# escaping mistake shows text, never runs it), no frame, no form posting elsewhere.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "connect-src 'self'; img-src 'self'; form-action 'self'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
-def render_page(view: Mapping[str, Any], compared: Mapping[str, Any] | None) -> Html:
-    """The whole page; ``compared``: a diff of two versions (health.version_diff) to show."""
+def render_page(view: Mapping[str, Any], compared: Mapping[str, Any] | None, *,
+                docs: str | None = None) -> Html:
+    """The whole page; ``compared``: a diff of two versions (view.version_diff) to show;
+    ``docs``: the API docs' address relative to the page (no link when None)."""
+    link = fill('<a href="$href">API docs</a>', href=docs) if docs else Html("")
     return fill(PAGE, namespace=view["namespace"], instance=view["this_instance"]["instance"],
-                live=render_live(view), diff=diff_section(view, compared))
+                docs=link, live=render_live(view), diff=diff_section(view, compared))
 
 
 def render_live(view: Mapping[str, Any]) -> Html:

@@ -1,0 +1,311 @@
+"""FastAPI integration: your app follows the shared configuration and serves its probes,
+status, Prometheus metrics and health page.
+
+One router, included like any other::
+
+    from celery import Celery
+    from fastapi import FastAPI
+    from celery_config_sync.celery import attach
+    from celery_config_sync.fastapi import AppliedConfig, config_router
+
+    celery_app = Celery("proj")
+    attach(celery_app)                      # optional: the router attaches it if you did not
+    app = FastAPI(lifespan=your_lifespan)   # your own lifespan, if any, still runs
+    app.include_router(config_router(celery_app))
+
+    @app.post("/reports")
+    def report(config: AppliedConfig) -> dict[str, int]:
+        celery_app.send_task("report.build")   # routed by the live configuration
+        return {"config_version": config.loaded.version}
+
+Why a router with a lifespan of its own: FastAPI (0.112.2 and later) merges the lifespan of an
+included router into the app's, so the user's lifespan and ours compose with no code: the app's
+own starts first, then ours; ours stops first. When the server starts, ours loads the
+configuration through the fallback chain (Redis, last-known-good, snapshot; nothing at all is
+an error and the server does not start), configures ``celery_app``, makes its ``send_task``
+route by the live configuration (:mod:`celery_config_sync.celery`: no ``router=`` to pass),
+and starts the watcher and the fleet heartbeat under the name ``service``. When the server
+stops, it stops them. Nothing happens at import, nor when the router is built.
+
+Without the routes, or to run code of your own once the configuration is loaded, enter
+:func:`config_lifespan` from your lifespan and pass its state on (then include
+``config_router()`` without a Celery app, so that it brings no second lifespan)::
+
+    config = config_lifespan(celery_app)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with config(app) as state:
+            ...                             # celery_app routes by the live configuration here
+            yield {**state, "db": db}
+
+State: no module global. What one app serves lives in its lifespan state (FastAPI's
+``yield {key: value}`` read back as ``request.state.key``): a :class:`ConfigState` under
+``request.state.celery_config_sync``, one per app and per server run, so that two apps with
+two Celery apps in one process never see each other's. The attachment itself lives on the
+Celery app. Your endpoints reach it through the dependencies :data:`AppliedConfig` (what this
+process applies now: one immutable state, so a request routes and answers with one version)
+and :data:`ConfigStateDep`. A request before the lifespan ran (a server started with
+``--lifespan off``) is a 503.
+
+Routes (paths relative to the ``prefix`` you include the router with):
+
+==================================  ====================================================
+``GET /healthz``                    liveness: the process answers (no Redis, no state)
+``GET /readyz``                     200 once the configuration is loaded (its version,
+                                    source, sha256, lagging, restart_required), else 503
+``GET /config/status``              what this instance applies, what Redis holds, lag
+``GET /config``                     the applied configuration, secrets redacted
+``GET /metrics``                    Prometheus exposition (OpenMetrics when asked for)
+``GET /health``                     the operator's page (``?from=V1&to=V2``: their diff)
+``GET /health/live``                the fragment the page refreshes every few seconds
+``GET /health.json``                the page's view as JSON
+``GET /health/diff.json``           the changes between two versions of the history
+``GET /static/health.{css,js}``     the page's style and script (package data)
+==================================  ====================================================
+
+The page sends a strict Content-Security-Policy (scripts, styles and fetches from the app
+alone, nothing inline) and escapes every value read from Redis on the server; its links are
+relative, so that it works under any prefix and behind a proxy. ``page=False`` leaves the
+page and its files out. The probes and the status answer on the event loop (they read memory
+only); the routes that read Redis run in the thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from celery import Celery
+
+from .celery import ConfigSync, attach
+from .health_page import STATIC_FILES, static_file
+from .health_page.render import PAGE_HEADERS, render_live, render_page
+from .health_page.view import HealthSource, health_view, version_diff
+from .live_config import Applied
+from .metrics import ServiceMetrics, broker_client
+from .validation import redact
+
+# The key of the lifespan state: request.state.celery_config_sync.
+STATE_KEY = "celery_config_sync"
+DEFAULT_TAGS: tuple[str, ...] = ("celery-config-sync",)
+
+Lifespan = Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ConfigState:
+    """What one app's routes read, built by :func:`config_lifespan` when the server starts:
+    the Celery app's attachment, its Prometheus metrics (a registry of their own), and the
+    health page's reader (on the configuration's Redis client and the metrics' broker client:
+    no connection pool of its own)."""
+
+    sync: ConfigSync
+    metrics: ServiceMetrics
+    health: HealthSource
+
+    @property
+    def current(self) -> Applied:
+        """What this process applies now (routing state, version, restart_required)."""
+        return self.sync.current
+
+
+def config_lifespan(celery_app: Celery, *, service: str = "api") -> Lifespan:
+    """A lifespan that follows the shared configuration of ``celery_app`` while the server runs,
+    as ``service`` in the fleet view and the log tag (``api``: ``[CELERY_API]``). It yields
+    ``{"celery_config_sync": ConfigState}``; pass it to ``FastAPI(lifespan=...)``, enter it from
+    your own lifespan, or let :func:`config_router` bring it.
+
+    If this process already follows ``celery_app`` (its worker, or a ``sync.start()`` of your
+    own), it serves that and leaves starting and stopping to whoever started it."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
+        sync = attach(celery_app)
+        started_here = not _following(sync)
+        if started_here:
+            # Redis with its retries, then the fallback files: blocking work, kept off the
+            # event loop that the app's other lifespans may already use.
+            await run_in_threadpool(sync.start, service)
+        live = sync.live
+        assert live is not None
+        metrics = ServiceMetrics(live, broker_client(celery_app.conf.broker_url,
+                                                     sync.env.redis_password))
+        state = ConfigState(sync, metrics, HealthSource.of(live, metrics.broker))
+        try:
+            yield {STATE_KEY: state}
+        finally:
+            with contextlib.suppress(ValueError):
+                live.observers.remove(metrics)  # this run's metrics stop counting
+            if metrics.broker is not None:
+                metrics.broker.close()
+            if started_here:
+                await run_in_threadpool(sync.stop)  # the watcher's join, the record's delete
+
+    return lifespan
+
+
+def _following(sync: ConfigSync) -> bool:
+    """True when the process already follows the configuration (its watcher runs)."""
+    return sync.live is not None and sync.live.watcher is not None
+
+
+def _state(request: Request) -> ConfigState | None:
+    found = getattr(request.state, STATE_KEY, None)
+    return found if isinstance(found, ConfigState) else None
+
+
+async def config_state(request: Request) -> ConfigState:
+    """Dependency: this app's :class:`ConfigState` (503 before the lifespan ran)."""
+    found = _state(request)
+    if found is None:
+        raise HTTPException(503, "configuration not loaded")
+    return found
+
+
+async def applied_config(request: Request) -> Applied:
+    """Dependency: what this process applies now. Take it once per request and use that one
+    object for routing, sending and answering: a new version may be switched to meanwhile."""
+    return (await config_state(request)).current
+
+
+ConfigStateDep = Annotated[ConfigState, Depends(config_state)]
+AppliedConfig = Annotated[Applied, Depends(applied_config)]
+Version = Annotated[int, Query(ge=1)]
+
+
+def config_router(celery_app: Celery | None = None, *, service: str = "api", page: bool = True,
+                  tags: list[str | Enum] | None = None) -> APIRouter:
+    """The routes listed in this module's documentation, as a router to include (with any
+    ``prefix``). With ``celery_app``, the router brings :func:`config_lifespan` (``service``)
+    and FastAPI merges it into the app's lifespan; ``None``: your own lifespan enters
+    :func:`config_lifespan` itself. ``page=False``: the probes, status and metrics only."""
+    router = APIRouter(tags=list(tags) if tags is not None else list(DEFAULT_TAGS),
+                       lifespan=(config_lifespan(celery_app, service=service)
+                                 if celery_app is not None else None))
+    _probes_and_status(router)
+    if page:
+        _health_page(router)
+    return router
+
+
+def _probes_and_status(router: APIRouter) -> None:
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "alive"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the configuration is loaded (from Redis or a fallback: ``source``)."""
+        state = _state(request)
+        if state is None:
+            return JSONResponse({"ready": False}, status_code=503)
+        status = state.sync.status()
+        return JSONResponse({"ready": True, **state.current.loaded.summary(),
+                             **{k: status[k] for k in ("published_version", "lagging",
+                                                       "restart_required", "last_error")}})
+
+    @router.get("/config/status")
+    async def config_status(state: ConfigStateDep) -> dict[str, Any]:
+        """What this instance applies, what Redis holds, and whether it lags."""
+        return state.sync.status()
+
+    @router.get("/config")
+    async def config(applied: AppliedConfig) -> dict[str, Any]:
+        """The configuration this instance applies (secrets redacted)."""
+        loaded = applied.loaded
+        return {**loaded.summary(), "meta": redact(loaded.meta),
+                **redact(loaded.document.sections())}
+
+    @router.get("/metrics", include_in_schema=False)
+    def metrics(request: Request, state: ConfigStateDep) -> Response:
+        """Prometheus exposition (OpenMetrics when the scraper asks for it); the queue depths
+        read the broker's Redis, hence the thread pool."""
+        body, content_type = state.metrics.render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
+
+def _health_page(router: APIRouter) -> None:
+    @router.get("/health", include_in_schema=False)
+    def health(request: Request, state: ConfigStateDep,
+               old: Annotated[int | None, Query(alias="from", ge=1)] = None,
+               new: Annotated[int | None, Query(alias="to", ge=1)] = None) -> HTMLResponse:
+        """The operator's page: published version, fleet and drift, queues, history, and the
+        changes between two versions when ``from`` and ``to`` are given."""
+        compared = (version_diff(state.health, old, new)
+                    if old is not None and new is not None else None)
+        return HTMLResponse(render_page(health_view(state.health), compared,
+                                        docs=_docs_link(request)),
+                            headers=PAGE_HEADERS)
+
+    @router.get("/health/live", include_in_schema=False)
+    def health_live(state: ConfigStateDep) -> HTMLResponse:
+        """The part of the page that its script refreshes every few seconds."""
+        return HTMLResponse(render_live(health_view(state.health)), headers=PAGE_HEADERS)
+
+    @router.get("/health.json")
+    def health_json(state: ConfigStateDep) -> dict[str, Any]:
+        """What the health page shows, as JSON: published version, fleet, queues, history."""
+        return health_view(state.health)
+
+    @router.get("/health/diff.json")
+    def health_diff(state: ConfigStateDep, old: Annotated[Version, Query(alias="from")],
+                    new: Annotated[Version, Query(alias="to")]) -> dict[str, Any]:
+        """The changes from one version of the history to another, each tagged live or
+        restart."""
+        return version_diff(state.health, old, new)
+
+    for name, media_type in STATIC_FILES.items():
+        router.add_api_route(f"/static/{name}", _static_endpoint(name, media_type),
+                             methods=["GET"], include_in_schema=False,
+                             name=f"celery_config_sync_static_{name.replace('.', '_')}")
+
+
+def _static_endpoint(name: str, media_type: str) -> Callable[[Request], Response]:
+    """One of the page's files, read from the package once (when the router is built) and
+    served with a validator: a browser revalidates, and a 304 costs no body."""
+    body = static_file(name).read_bytes()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+
+    def endpoint(request: Request) -> Response:
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=media_type, headers=headers)
+
+    return endpoint
+
+
+def _docs_link(request: Request) -> str | None:
+    """The app's API docs relative to the page (the router may be included under a prefix and
+    the app served under a root path), or None when the app has no docs."""
+    docs = getattr(request.app, "docs_url", None)
+    if not isinstance(docs, str) or not docs:
+        return None
+    root = str(request.scope.get("root_path", ""))
+    path = request.url.path
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return "../" * max(path.count("/") - 1, 0) + docs.lstrip("/")
+
+
+__all__ = [
+    "STATE_KEY",
+    "AppliedConfig",
+    "ConfigState",
+    "ConfigStateDep",
+    "applied_config",
+    "config_lifespan",
+    "config_router",
+    "config_state",
+]
