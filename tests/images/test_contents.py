@@ -97,13 +97,15 @@ def test_only_the_worker_has_supervisor_and_only_the_api_fastapi(stack: Stack) -
 
 
 def test_the_api_holds_every_file_its_pages_load(stack: Stack) -> None:
-    """The health page's template, script and style, and Swagger UI's and ReDoc's files: what
-    /health and /docs load comes from the image, never from a CDN."""
+    """The health page's template, script and style (package data of the library, which
+    celery_config_sync.fastapi serves), and Swagger UI's and ReDoc's files: what /health and
+    /docs load comes from the image, never from a CDN."""
+    page = "files('celery_config_sync.health_page')"
     script = ("from importlib.resources import files; "
               "print(sorted(str(p) for p in ("
-              "files('api_service') / 'templates' / 'health.html', "
-              "files('api_service') / 'static' / 'health.js', "
-              "files('api_service') / 'static' / 'health.css', "
+              f"{page} / 'templates' / 'health.html', "
+              f"{page} / 'static' / 'health.js', "
+              f"{page} / 'static' / 'health.css', "
               "files('fastapi_offline') / 'static' / 'swagger-ui-bundle.js', "
               "files('fastapi_offline') / 'static' / 'swagger-ui.css', "
               "files('fastapi_offline') / 'static' / 'redoc.standalone.js') "
