@@ -136,18 +136,20 @@ def config_lifespan(celery_app: Celery, *, service: str = "api") -> Lifespan:
             # Redis with its retries, then the fallback files: blocking work, kept off the
             # event loop that the app's other lifespans may already use.
             await run_in_threadpool(sync.start, service)
-        live = sync.live
-        assert live is not None
-        metrics = ServiceMetrics(live, broker_client(celery_app.conf.broker_url,
-                                                     sync.env.redis_password))
-        state = ConfigState(sync, metrics, HealthSource.of(live, metrics.broker))
         try:
-            yield {STATE_KEY: state}
+            live = sync.live
+            assert live is not None
+            metrics = ServiceMetrics(live, broker_client(celery_app.conf.broker_url,
+                                                         sync.env.redis_password))
+            try:
+                yield {STATE_KEY: ConfigState(sync, metrics, HealthSource.of(live,
+                                                                              metrics.broker))}
+            finally:
+                with contextlib.suppress(ValueError):
+                    live.observers.remove(metrics)  # this run's metrics stop counting
+                if metrics.broker is not None:
+                    metrics.broker.close()
         finally:
-            with contextlib.suppress(ValueError):
-                live.observers.remove(metrics)  # this run's metrics stop counting
-            if metrics.broker is not None:
-                metrics.broker.close()
             if started_here:
                 await run_in_threadpool(sync.stop)  # the watcher's join, the record's delete
 
