@@ -89,7 +89,7 @@ def test_describe_names_the_kind_of_a_publish() -> None:
     assert both["kind"] == "restart-required"
     assert both["restart_required"] == ["task_serializer", "worker_concurrency"]
     assert both["services"] == {"worker": ["task_serializer", "worker_concurrency"],
-                                "api": ["task_serializer"]}
+                                "api": ["task_serializer"], "beat": ["task_serializer"]}
 
 
 def test_describe_change_is_one_short_phrase() -> None:
