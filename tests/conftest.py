@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from tests.figures import FIGURES
 from tests.redis_process import RedisServer, free_port, redis_server_binary
 
 __all__ = ["IN_CI", "ROOT", "SOURCE", "RedisServer", "free_port", "require"]
@@ -47,3 +49,11 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The figures the tests measured (tests/figures.py): printed, never asserted."""
+    if FIGURES:
+        terminalreporter.section("figures (measured, never asserted)")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

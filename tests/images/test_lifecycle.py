@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.figures import figure
 from tests.images.conftest import Stack, health, wait_until
 
 pytestmark = pytest.mark.images
+# docker's grace between SIGTERM and SIGKILL in the stop case: a clean stop is exit 0 whatever
+# the time it takes; an image that ignores SIGTERM is still killed (137), only later.
+STOP_GRACE = 60
 
 
 def finished(container: object, timeout: float = 60) -> tuple[int, str, str]:
@@ -56,14 +60,17 @@ def test_seeder_refuses_an_invalid_source_and_leaves_redis_alone(stack: Stack,
 def test_seeder_gives_up_when_redis_stays_unreachable(stack: Stack) -> None:
     env = {**stack.env, "CELERY_CONFIG_REDIS_URL": "redis://nowhere.invalid:6379/0",
            "CELERY_CONFIG_WAIT_TIMEOUT": "2"}
+    # Gives up, exit 3, once its 2 s ran out: a seeder that never did fails in finished()
+    # (it waits up to 60 s for the container to end); how long it took is printed.
     started = time.monotonic()
     code, _, err = finished(stack.run("config-seeder", environment=env))
     assert code == 3, err
-    assert time.monotonic() - started < 20
+    figure(f"the seeder gave up (CELERY_CONFIG_WAIT_TIMEOUT=2) and its container ended "
+           f"{time.monotonic() - started:.1f} s after it was run")
     assert "Traceback" not in err and "unreachable" in err.strip().splitlines()[-1]
 
 
-def test_gate_fails_fast_when_told_to(stack: Stack) -> None:
+def test_gate_exits_3_on_timeout_when_told_to_fail(stack: Stack) -> None:
     env = {**stack.env, "CELERY_CONFIG_REDIS_URL": "redis://nowhere.invalid:6379/0",
            "CELERY_CONFIG_WAIT_TIMEOUT": "1", "CELERY_CONFIG_ON_TIMEOUT": "fail"}
     code, _, err = finished(stack.run("api", environment=env))
@@ -89,17 +96,20 @@ def test_gate_falls_back_to_the_snapshot(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("image", ("redis", "worker", "api"))
-def test_docker_stop_ends_with_exit_0_within_10_s(stack: Stack, image: str) -> None:
+def test_docker_stop_ends_on_sigterm_with_exit_0(stack: Stack, image: str) -> None:
+    """Exit 0: PID 1 handles SIGTERM and ends cleanly (143: killed by the SIGTERM it does not
+    handle; 137: killed when docker's grace ran out). The grace is generous (STOP_GRACE) so
+    that a busy machine does not turn a clean stop into a kill; the time is printed."""
     environment = {} if image == "redis" else stack.env
     container = stack.run(image, environment=environment)
     try:
         wait_until(lambda: health(container) == "healthy", 90, f"{image} healthy")
         started = time.monotonic()
-        container.stop(timeout=10)
+        container.stop(timeout=STOP_GRACE)
         elapsed = time.monotonic() - started
         container.reload()
         assert container.attrs["State"]["ExitCode"] == 0, container.logs().decode()[-2000:]
-        assert elapsed < 10, f"{image} took {elapsed:.1f} s to stop"
+        figure(f"docker stop {image}: exit 0 after {elapsed:.1f} s (grace {STOP_GRACE} s)")
     finally:
         container.remove(force=True, v=True)
 

@@ -71,7 +71,7 @@ def hostile_record(client: redis.Redis) -> None:
 
 
 def test_the_page_shows_the_published_version_and_the_fleet(api: Api) -> None:
-    wait_for(lambda: api.get("/health.json")["fleet"], 10, "the API's fleet record")
+    wait_for(lambda: api.get("/health.json")["fleet"], 60, "the API's fleet record")
     response = api.client.get("/health")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")

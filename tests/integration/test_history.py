@@ -93,9 +93,9 @@ def test_the_history_is_written_inside_the_publish_transaction(
 
     thread = threading.Thread(target=monitor)
     thread.start()
-    ready.wait(5)  # MONITOR answered OK: it sees every command from now on
+    assert ready.wait(60)  # MONITOR answered OK: it sees every command from now on
     publish(redis_client, NS, variant(3), source="test", history=HistoryLimits(length=3))
-    thread.join(10)
+    thread.join(60)  # returns at the EXEC
     names = [" ".join(command.split()[:2]) for command in commands]
     assert names[0].startswith("WATCH") and KEYS.history in commands[0]
     assert KEYS.history_documents in commands[0]

@@ -42,6 +42,7 @@ def test_every_setting_of_the_table_is_a_celery_setting() -> None:
     ("base", "accept_content", "restart"),
     ("base", "task_time_limit", "restart"),
     ("base", "not_a_setting_at_all", "restart"),  # unknown: the safe answer
+    ("base", "beat_schedule", "live"),  # the live beat merges it (celery_config_sync.beat)
 ])
 def test_kind_of(section: str, key: str, kind: str) -> None:
     assert kind_of(section, key) == kind
@@ -52,8 +53,16 @@ def test_worker_settings_do_not_concern_the_api() -> None:
     assert not concerns("api", "task_time_limit")
     assert concerns("api", "task_serializer") and concerns("worker", "worker_concurrency")
     assert label("base", "worker_concurrency") == "restart: worker"
-    assert label("base", "task_serializer") == "restart: worker, api"
+    assert label("base", "task_serializer") == "restart: worker, api, beat"
     assert label("routes", "x.y") == "live"
+
+
+def test_beat_follows_its_schedule_live_and_restarts_for_its_own_settings() -> None:
+    assert kind_of("base", "beat_schedule") == "live"
+    assert label("base", "beat_schedule") == "live"
+    assert label("base", "beat_max_loop_interval") == "restart: worker, beat"
+    assert not concerns("beat", "worker_concurrency") and concerns("beat", "beat_sync_every")
+    assert restart_required(BASE, changed(beat_schedule={}), "beat") == []
 
 
 def test_restart_required_compares_with_the_start_not_the_previous_version() -> None:
@@ -80,7 +89,7 @@ def test_describe_names_the_kind_of_a_publish() -> None:
     assert both["kind"] == "restart-required"
     assert both["restart_required"] == ["task_serializer", "worker_concurrency"]
     assert both["services"] == {"worker": ["task_serializer", "worker_concurrency"],
-                                "api": ["task_serializer"]}
+                                "api": ["task_serializer"], "beat": ["task_serializer"]}
 
 
 def test_describe_change_is_one_short_phrase() -> None:
