@@ -48,7 +48,7 @@ test: install bake ## Every tier: unit, integration, images (testinfra), e2e (co
 
 .PHONY: lint
 lint: install ## ruff, mypy, import contract, hadolint, shellcheck, actionlint
-	$(VENV)/bin/ruff check src tests bench config
+	$(VENV)/bin/ruff check src tests bench config examples
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	find images tests -name Dockerfile -print0 | xargs -0 -r $(VENV)/bin/hadolint

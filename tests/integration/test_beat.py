@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def sends(service: Service, entry: str) -> list[datetime]:
 
 def gaps(times: list[datetime]) -> list[float]:
     ordered = sorted(times)
-    return [(b - a).total_seconds() for a, b in zip(ordered, ordered[1:], strict=False)]
+    return [(b - a).total_seconds() for a, b in pairwise(ordered)]
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from tests.conftest import ROOT, RedisServer, require
 from tests.redis_process import redis_server_binary

@@ -6,7 +6,7 @@ A plain Celery settings module. Broker and result URLs are not here: each proces
 from its own environment (CELERY_BROKER_URL, CELERY_RESULT_BACKEND).
 """
 
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 task_queues = (
     Queue("default", Exchange("default", type="direct"), routing_key="default"),
