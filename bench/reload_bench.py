@@ -12,6 +12,8 @@ Printed, never asserted (these machines are noisy). One run, one redis-server of
                   build_routing, and one round trip (PING)
   idle            per process: Redis connections, RSS, CPU over an idle window
   burst           50 publishes in a tight loop: how many times each service applies
+  beat reload     publish() returning -> ``celery beat``'s "applied version N" line and its
+                  "beat schedule applied live" line (each publish adds or removes an entry)
 
 Publishes alternate between the source (rpi overlay) and the same plus queue "reports" with
 route "report.build", so every publish is a real change. Targets (live reload issue): API p99
@@ -43,7 +45,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.redis_process import RedisServer  # noqa: E402
-from tests.service_processes import Api, Service, start_api, start_worker, wait_for  # noqa: E402
+from tests.service_processes import (  # noqa: E402
+    Api,
+    Service,
+    start_api,
+    start_beat,
+    start_worker,
+    wait_for,
+)
 
 from celery_config_sync.codec import ConfigDocument, queue_to_dict  # noqa: E402
 from celery_config_sync.connection import make_client  # noqa: E402
@@ -69,7 +78,10 @@ PLAIN = load_source(str(ROOT / "config" / "celery" / "source.py"), "rpi")
 REPORTS = ConfigDocument(
     {**PLAIN.queues, "reports": queue_to_dict(Queue("reports", Exchange("reports", "direct"),
                                                     routing_key="reports"))},
-    {**PLAIN.routes, "report.build": {"queue": "reports"}}, dict(PLAIN.base))
+    {**PLAIN.routes, "report.build": {"queue": "reports"}},
+    {**PLAIN.base, "beat_schedule": {**PLAIN.base.get("beat_schedule", {}), "hourly-report": {
+        "task": "report.build", "schedule": 3600.0}}})
+MERGED = r"\] beat schedule applied live"
 
 
 def stamp_at(service: Service, pattern: str, index: int, timeout: float) -> float | None:
@@ -92,7 +104,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 # ------------------------------------------------------------------ 1-3: reload latencies
-def latencies(client: redis.Redis, worker: Service, api: Api,
+def latencies(client: redis.Redis, worker: Service, api: Api, beat: Service,
               rounds: int) -> tuple[dict[str, list[float]], int]:
     """Seconds from publish() returning to each observation, and how many waits timed out.
     Even publishes add queue "reports", odd ones remove it; one in six is also polled through
@@ -100,7 +112,7 @@ def latencies(client: redis.Redis, worker: Service, api: Api,
     got: dict[str, list[float]] = {name: [] for name in (
         "API (applied line)", "API by polling /config/status", "API (applied line), same ones",
         "worker (applied line)", "worker consuming reports", "first message received",
-        "first message SUCCESS")}
+        "first message SUCCESS", "beat (applied line)", "beat schedule merged")}
     missed = 0
     # Api.get builds a new httpx client per call (~17 ms here, its SSL context): poll with one.
     with httpx.Client(base_url=api.url, timeout=10) as http:
@@ -108,6 +120,7 @@ def latencies(client: redis.Redis, worker: Service, api: Api,
             adds = index % 2 == 0
             switch = CONSUMING if adds else STOPPED
             seen = len(worker.lines(switch))
+            merged = len(beat.lines(MERGED))
             version = publish(client, NS, REPORTS if adds else PLAIN,
                               source=f"bench {index}").version
             published = time.time()
@@ -130,7 +143,9 @@ def latencies(client: redis.Redis, worker: Service, api: Api,
             for name, service, pattern, skip in (
                     ("API (applied line)", api, applied, 0),
                     ("worker (applied line)", worker, applied, 0),
-                    ("worker consuming reports" if adds else "", worker, switch, seen)):
+                    ("worker consuming reports" if adds else "", worker, switch, seen),
+                    ("beat (applied line)", beat, applied, 0),
+                    ("beat schedule merged", beat, MERGED, merged)):
                 at = stamp_at(service, pattern, skip, TIMEOUT)
                 missed += at is None
                 if at is not None and name:
@@ -293,7 +308,9 @@ def main() -> None:
             services.append(worker)
             api = start_api(server.url, workdir)
             services.append(api)
-            run(args, server, client, workdir, worker, api)
+            beat = start_beat(server.url, workdir)
+            services.append(beat)
+            run(args, server, client, workdir, worker, api, beat)
         finally:
             for service in reversed(services):
                 service.stop()
@@ -301,12 +318,12 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, server: RedisServer, client: redis.Redis, workdir: Path,
-        worker: Service, api: Api) -> None:
+        worker: Service, api: Api, beat: Service) -> None:
     ms = 1e3
     print(f"config: {len(REPORTS.queues)} queues, {len(REPORTS.routes)} routes, "
-          f"{len(REPORTS.base)} settings; worker --concurrency 2 and API under uvicorn, "
+          f"{len(REPORTS.base)} settings; worker --concurrency 2, API under uvicorn, celery beat, "
           f"{os.cpu_count()} CPUs, redis-server on loopback\n")
-    got, missed = latencies(client, worker, api, args.rounds)
+    got, missed = latencies(client, worker, api, beat, args.rounds)
     print(f"reload latency: {args.rounds} publishes, each waited for (timeouts: {missed}); "
           "from publish() returning, ms")
     print(f"  {'observed':<32} {'n':>3} {'p50':>7} {'p99':>7} {'max':>7}")
@@ -351,6 +368,8 @@ def run(args: argparse.Namespace, server: RedisServer, client: redis.Redis, work
             ("worker reload p99 (applied)", pct(got["worker (applied line)"], 99) * ms, 100.0,
              "ms"),
             ("worker consuming p99", pct(got["worker consuming reports"], 99) * ms, 100.0, "ms"),
+            ("beat schedule merged p99", pct(got["beat schedule merged"], 99) * ms, 100.0,
+             "ms"),
             ("cold decode - floor", (cold - floor) / trip, 1.0, "round trips"),
             ("watching: extra redis conns", float(watcher[1]), 1.0, "conns"),
             ("watching: extra RSS", watcher[3], 5.0, "MB"),

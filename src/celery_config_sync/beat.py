@@ -7,11 +7,11 @@ beat`` needs no option. It is Celery's own ``PersistentScheduler`` (its state in
 give ``--schedule`` a path on a writable volume, the last-known-good one in our images) with two
 additions:
 
-- **Live schedule.** Each version the watcher applies hands its ``beat_schedule`` to the
-  scheduler (one assignment, on the watcher's thread); beat's own thread merges it at its next
-  tick with Celery's ``merge_inplace``: entries added, removed or changed without a restart, and
-  an entry that is still there keeps its last run time (nothing fires twice or is skipped
-  because of a publish). The tick interval is capped so a change waits at most a few seconds.
+- **Live schedule.** Each version the watcher applies is merged into the schedule at once, on
+  the watcher's thread, with Celery's own ``merge_inplace``, under a lock that beat's ticks hold
+  too (a tick never sees half a merge): entries added, removed or changed without a restart,
+  and an entry that is still there keeps its last run time (nothing fires twice or is skipped
+  because of a publish). The heap is rebuilt at the next tick, a few seconds apart at most.
 - **One active beat** (celery-redbeat's idea, on this project's layout and Redis ACL): a lock
   ``NS:beat:lock`` with a TTL (``CELERY_CONFIG_BEAT_LOCK_TIMEOUT``), renewed at every tick, a
   third of the TTL apart at most. A beat without the lock sends nothing and tries again; when
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -86,7 +87,7 @@ class LiveScheduler(PersistentScheduler):  # type: ignore[misc]
     while it holds the beat lock."""
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
-        self._pending: dict[str, Any] | None = None
+        self._tick_lock = threading.Lock()  # a tick, or a merge of a published schedule
         self.lock: BeatLock | None = None
         self.active = False
         super().__init__(app, *args, **kwargs)
@@ -114,17 +115,19 @@ class LiveScheduler(PersistentScheduler):  # type: ignore[misc]
                  "sends them", len(self.schedule), live.current.loaded.version, self.lock.key)
 
     def _on_apply(self, old: Applied, new: Applied) -> None:
-        """The watcher's thread: hand the new schedule to beat's thread (one assignment)."""
+        """The watcher's thread: merge a changed schedule (between two ticks)."""
         before = old.loaded.document.base.get("beat_schedule")
         after = new.loaded.document.base.get("beat_schedule")
         if before != after:
-            self._pending = dict(new.loaded.settings.get("beat_schedule") or {})
+            with self._tick_lock:
+                self._merge(dict(new.loaded.settings.get("beat_schedule") or {}))
 
     # -------------------------------------------------------------------------- tick
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self._merge(pending)
+        with self._tick_lock:
+            return self._tick(*args, **kwargs)
+
+    def _tick(self, *args: Any, **kwargs: Any) -> float:
         assert self.lock is not None
         was_active, self.active = self.active, self.lock.hold()
         if not self.active:
