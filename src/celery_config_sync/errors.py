@@ -22,7 +22,17 @@ class InvalidConfig(CeleryConfigError):
     def __init__(self, key: str, problem: str) -> None:
         self.key = key
         self.problem = problem
-        super().__init__(f"{key}: {problem}")
+        # One line, whatever the names in it hold: a key read from Redis may contain a newline
+        # or a terminal escape; shown escaped (\n, \x1b), never as what it would do.
+        super().__init__(one_line(f"{key}: {problem}"))
+
+
+_CONTROL = {code: ascii(chr(code))[1:-1] for code in (*range(0x20), 0x7F)}
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character shown as its escape (``\n``, ``\x1b``)."""
+    return text.translate(_CONTROL)
 
 
 class SourceError(CeleryConfigError):
