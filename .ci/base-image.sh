@@ -6,7 +6,7 @@
 # Idempotent: stripped rootfs tarballs are cached under /var/cache/ci-base/,
 # and nothing is rebuilt when the registry already holds the list with both
 # platforms. Needs .ci/install-engine.sh and .ci/start-engine.sh first.
-set -eu
+set -euo pipefail
 
 BASE_IMAGE=${BASE_IMAGE:-127.0.0.1:5000/debian:bookworm-slim}
 SUITE=bookworm

@@ -8,7 +8,7 @@
 #   manager the package also enables a Prometheus server)
 #   from the machine's own suite (bookworm).
 # A second run only checks and exits.
-set -eu
+set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes
 

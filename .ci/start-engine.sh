@@ -5,7 +5,7 @@
 #   registry  log /var/log/ci-registry.log      pid /run/ci-registry.pid
 #             config /etc/ci-registry/config.yml, storage /var/lib/ci-registry
 # Stop both with .ci/stop-engine.sh.
-set -eu
+set -euo pipefail
 
 DAEMON_JSON=/etc/docker/daemon.json
 DOCKERD_LOG=/var/log/dockerd-ci.log
@@ -39,7 +39,10 @@ fi
 
 # ---- dockerd -----------------------------------------------------------------
 uses_containerd_store() {
-    docker info --format '{{json .DriverStatus}}' 2>/dev/null | grep -q 'io.containerd.snapshotter'
+    # The output first, then grep: with pipefail, grep -q closing the pipe early would make
+    # docker's SIGPIPE the function's status.
+    status=$(docker info --format '{{json .DriverStatus}}' 2>/dev/null) || return 1
+    case $status in *io.containerd.snapshotter*) return 0 ;; *) return 1 ;; esac
 }
 
 wait_for_docker() {

@@ -2,7 +2,7 @@
 # Stop the registry and dockerd that .ci/start-engine.sh started (pid files
 # /run/ci-registry.pid and /run/ci-dockerd.pid). Processes started by anyone
 # else are left alone. Never fails when nothing runs.
-set -eu
+set -euo pipefail
 
 log() { echo "[ci] $*"; }
 

@@ -3,7 +3,7 @@
 # start dockerd + arm64 emulation + the local registry, build the base image.
 # Idempotent: a second run only checks (a few seconds). Clean up with
 # .ci/stop-engine.sh.
-set -eu
+set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 t0=$(date +%s)
