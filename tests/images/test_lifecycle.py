@@ -139,3 +139,21 @@ def test_redis_without_its_password_files_stops_with_one_line(stack: Stack) -> N
     assert err.strip().splitlines() == [
         "redis-entrypoint: error: /run/secrets/redis-health: missing, empty or unreadable "
         "(the password of Redis user health)"]
+
+
+def test_redis_runs_a_command_that_is_not_a_flag_as_given(stack: Stack) -> None:
+    """docker-library's convention: `docker run redis-image redis-cli --version` runs redis-cli
+    (no password file needed, no server started); flags still go to redis-server."""
+    from tests.images.conftest import HARDENING, image_ref
+
+    cli = stack.client.containers.run(image_ref("redis"), ["redis-cli", "--version"],
+                                      detach=True, network=stack.network, **HARDENING)
+    code, out, err = finished(cli, timeout=30)
+    assert code == 0, err
+    assert out.startswith("redis-cli "), out
+    # A flag: redis-server's set-up runs first (and refuses to start without its users).
+    flagged = stack.client.containers.run(
+        image_ref("redis"), ["--loglevel", "verbose"], detach=True, network=stack.network,
+        tmpfs={"/run/redis": "size=1m,uid=999,gid=999,mode=0700"}, **HARDENING)
+    code, _, err = finished(flagged, timeout=30)
+    assert code == 2 and "redis-entrypoint: error:" in err, err
