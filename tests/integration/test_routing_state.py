@@ -62,7 +62,9 @@ def test_a_state_is_built_aside_and_installed_whole() -> None:
     assert app.amqp.queues is second.queues
 
 
-@pytest.mark.parametrize("module", ["worker_service.app", "api_service.app"])
+@pytest.mark.parametrize("module", ["worker_service.app", "api_service.app",
+                                    # the example project: an app that is not ours, attached
+                                    "orders.celery_app", "orders.api", "orders.emails"])
 def test_importing_a_service_touches_neither_redis_nor_a_file(module: str,
                                                               tmp_path: Path) -> None:
     listener = socket.socket()
@@ -73,7 +75,11 @@ def test_importing_a_service_touches_neither_redis_nor_a_file(module: str,
     lkg = tmp_path / "lkg.json"
     env = {**os.environ, "CELERY_CONFIG_REDIS_URL": f"redis://127.0.0.1:{port}/0",
            "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0",
-           "CELERY_CONFIG_FALLBACK_PATH": str(lkg)}
+           "CELERY_CONFIG_FALLBACK_PATH": str(lkg),
+           # Not even the password file is read at import (it does not exist: reading it fails).
+           "CELERY_CONFIG_REDIS_PASSWORD_FILE": str(tmp_path / "no-such-password"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "examples" / "orders"),
+                                                       os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
