@@ -371,6 +371,10 @@ def status_command(ctx: Context, fmt: str) -> None:
                        f"{'; '.join(record['problems']) or 'in sync'}")
         if not fleet:
             click.echo("(no running instance reports to this namespace)")
+        if report["fleet_hidden"]:
+            click.echo(f"(and {report['fleet_hidden']} more instances, not shown)")
+        for reason, count in sorted(report["fleet_skipped"].items()):
+            click.echo(f"(skipped {count} record(s) under the fleet's prefix: {reason})")
     if published_error:  # the report is printed, and the contract's line and code follow
         raise Failure(f"published content is invalid: {published_error}",
                       InvalidConfig.exit_code)

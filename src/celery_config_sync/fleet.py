@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import re
 import socket
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from .errors import is_wrong_type
 from .redis_layout import Keys
 
 # Fields of an instance record, in the order they are shown.
@@ -47,29 +49,88 @@ def delete_record(client: redis.Redis, namespace: str, service: str, instance: s
     client.delete(record_key(namespace, service, instance))
 
 
+# What a reader takes of the fleet, whoever wrote into it: the freshest MAX_SHOWN records (the
+# rest counted, never read), and of those only the known fields, none longer than
+# MAX_FIELD_BYTES (a record with a longer one is skipped, and counted, without being read).
+# A key of another Redis type under the prefix is skipped and counted too: one bad key never
+# blanks the whole view (a status page that fails is no status page).
+MAX_SHOWN = 200
+MAX_FIELD_BYTES = 4096
+
+
+@dataclass
+class Fleet:
+    """The records read, newest heartbeat first then sorted, and what was left out."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    hidden: int = 0  # live records beyond MAX_SHOWN, not read
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> keys left out
+
+
 def read_fleet(client: redis.Redis, namespace: str) -> list[dict[str, Any]]:
-    """Every live instance record, with ``heartbeat_age`` (seconds since its last heartbeat,
-    from the TTL left), sorted by service and instance."""
+    """Every live instance record shown (:func:`scan_fleet`'s records)."""
+    return scan_fleet(client, namespace).records
+
+
+def scan_fleet(client: redis.Redis, namespace: str, limit: int = MAX_SHOWN) -> Fleet:
+    """The instance records, with ``heartbeat_age`` (seconds since the last heartbeat, from the
+    TTL left), sorted by service and instance: at most ``limit`` of them (those with the most
+    TTL left), each checked for type and size before it is read. Three round trips at most,
+    whatever the number of keys."""
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", Keys(namespace).applied_prefix) + "*"
-    keys = sorted(client.scan_iter(match=pattern, count=500))
+    keys = list(dict.fromkeys(client.scan_iter(match=pattern, count=500)))
+    fleet = Fleet()
     if not keys:
-        return []
+        return fleet
     pipe = client.pipeline(transaction=False)
     for key in keys:
-        pipe.hgetall(key)
         pipe.pttl(key)
-    replies = pipe.execute()
-    fleet = []
-    for raw, pttl in zip(replies[::2], replies[1::2], strict=True):
-        if not raw:
-            continue  # expired between SCAN and HGETALL
-        record: dict[str, Any] = {k.decode(errors="replace"): v.decode(errors="replace")
-                                  for k, v in raw.items()}
-        ttl = _number(record.get("ttl"))
+    ttls = dict(zip(keys, pipe.execute(), strict=True))
+    alive = sorted((k for k in keys if ttls[k] != -2), key=lambda k: (-ttls[k], k))
+    chosen, fleet.hidden = alive[:limit], max(0, len(alive) - limit)
+    if not chosen:
+        return fleet
+    readable = _checked(client, chosen, fleet)
+    pipe = client.pipeline(transaction=False)
+    for key in readable:
+        pipe.hmget(key, RECORD_FIELDS)
+    for key, values in zip(readable, pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(values, Exception) or not any(v is not None for v in values):
+            continue  # expired (or replaced by another type) between two round trips
+        record: dict[str, Any] = {name: value.decode(errors="replace")
+                                  for name, value in zip(RECORD_FIELDS, values, strict=True)
+                                  if value is not None}
+        ttl, pttl = _number(record.get("ttl")), ttls[key]
         if ttl is not None and pttl is not None and pttl >= 0:
             record["heartbeat_age"] = round(max(0.0, ttl - pttl / 1000), 1)
-        fleet.append(record)
-    return sorted(fleet, key=lambda r: (r.get("service", ""), r.get("instance", "")))
+        fleet.records.append(record)
+    fleet.records.sort(key=lambda r: (r.get("service", ""), r.get("instance", "")))
+    return fleet
+
+
+def _checked(client: redis.Redis, keys: list[Any], fleet: Fleet) -> list[Any]:
+    """The keys that are hashes with no field longer than MAX_FIELD_BYTES (HSTRLEN: nothing is
+    read); the others are counted in ``fleet.skipped``."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        for name in RECORD_FIELDS:
+            pipe.hstrlen(key, name)
+    lengths = pipe.execute(raise_on_error=False)
+    readable = []
+    for index, key in enumerate(keys):
+        sizes = lengths[index * len(RECORD_FIELDS):(index + 1) * len(RECORD_FIELDS)]
+        errors = [size for size in sizes if isinstance(size, Exception)]
+        if errors:
+            _count(fleet, "wrong type" if any(map(is_wrong_type, errors)) else "unreadable")
+        elif max(sizes) > MAX_FIELD_BYTES:
+            _count(fleet, "oversized")
+        else:
+            readable.append(key)
+    return readable
+
+
+def _count(fleet: Fleet, reason: str) -> None:
+    fleet.skipped[reason] = fleet.skipped.get(reason, 0) + 1
 
 
 def problems(record: dict[str, Any], published_sha256: str | None) -> list[str]:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import InvalidConfig
-from .fleet import problems, read_fleet
+from .fleet import problems, scan_fleet
 from .loader import RedisReader
 from .redis_layout import Published
 
@@ -38,7 +38,8 @@ def status_report(reader: RedisReader) -> tuple[dict[str, Any], Published | None
         age = round((datetime.now(UTC) - published_at).total_seconds())
     except (KeyError, ValueError, TypeError):
         pass
-    fleet = read_fleet(reader.client, reader.namespace)
+    scanned = scan_fleet(reader.client, reader.namespace)
+    fleet = scanned.records
     for record in fleet:
         record["problems"] = problems(record, sha256)
     change = {"kind": meta.get("change", "unknown"),
@@ -54,6 +55,10 @@ def status_report(reader: RedisReader) -> tuple[dict[str, Any], Published | None
         "source": meta.get("source"),
         "change": change,
         "fleet": fleet,
+        # Live records beyond what is shown (the freshest are), and keys left out unread: of
+        # another Redis type, or with a field too long to be an instance's (fleet.scan_fleet).
+        "fleet_hidden": scanned.hidden,
+        "fleet_skipped": scanned.skipped,
         "in_sync": not any(record["problems"] for record in fleet) and published_error is None,
     }
     return report, published
