@@ -41,7 +41,7 @@ from tests.redis_process import free_port  # noqa: E402
 MB = 10**6
 FALLBACK_WAIT = 5
 # A Raspberry Pi 4 with 4 GB: what each long-running service may use at idle.
-MEMORY_BUDGET = {"api": 120 * MB, "worker": 300 * MB, "redis": 50 * MB}
+MEMORY_BUDGET = {"api": 120 * MB, "worker": 300 * MB, "beat": 80 * MB, "redis": 50 * MB}
 TASKS = demo_tasks()
 
 

@@ -5,7 +5,7 @@ with its own dockerd), printed side by side, never asserted (exit 0 whenever it 
 For each count, a stack of its own is deployed from nothing (`docker stack deploy` of
 compose/base.yaml + compose/swarm.yaml, fresh volumes, images already on both nodes) and timed
 to three points: every API replica (one per node) answers /readyz ready; the fleet holds every
-worker and API replica on the published version (`celery-config status` in a one-off
+worker, beat and API replica on the published version (`celery-config status` in a one-off
 container, polled, which adds up to a second); Swarm counts every replica running (its
 healthcheck passed). Then `docker stack rm`. A first, untimed deploy puts the images on the
 second node (its pull is reported apart: a Pi that joins pays it once per release).
@@ -45,7 +45,8 @@ def deploy_timed(cluster: Cluster, name: str, workers: int) -> tuple[float, ...]
     `docker stack rm` to nothing left."""
     stack = SwarmStack(name, free_port(), dict(ENV), cluster=cluster, workers=workers,
                        apis=len(cluster.nodes))
-    wanted = sorted(["api"] * stack.apis + ["worker"] * workers)
+    stack.beats = min(stack.beats, len(cluster.nodes))  # one per node at most
+    wanted = sorted(["api"] * stack.apis + ["beat"] * stack.beats + ["worker"] * workers)
 
     last: dict[str, object] = {}
 
@@ -57,7 +58,8 @@ def deploy_timed(cluster: Cluster, name: str, workers: int) -> tuple[float, ...]
 
     def swarm_running() -> bool:
         return len(stack.running("worker")) == workers and \
-            len(stack.running("api")) == stack.apis
+            len(stack.running("api")) == stack.apis and \
+            len(stack.running("beat")) == stack.beats
 
     try:
         started = time.monotonic()

@@ -235,11 +235,13 @@ class SwarmStack(Stack):
     cluster: Cluster | None = None
     workers: int = 2
     apis: int = 1
+    beats: int = 2  # compose/swarm.yaml's default: at most one per node
     api_address: str = "127.0.0.1"  # the node whose published API port this view uses
 
     def environ(self, **extra: str) -> dict[str, str]:
         return clean_env(API_PORT=str(self.api_port), CELERY_SECRETS_DIR=str(self.secrets),
                          WORKER_REPLICAS=str(self.workers), API_REPLICAS=str(self.apis),
+                         BEAT_REPLICAS=str(self.beats),
                          **self.env, **extra)
 
     def service(self, name: str) -> str:
@@ -273,9 +275,20 @@ class SwarmStack(Stack):
         return (result.stdout + result.stderr)[-8000:]
 
     def tasks(self, name: str) -> list[dict[str, Any]]:
+        """Every task of one service that still exists: Swarm may prune one (a replica scaled
+        away, an old one beyond the task history) between `service ps` and `inspect`."""
         ids = docker("service", "ps", "--quiet", "--no-trunc", self.service(name)).stdout.split()
-        return [json.loads(docker("inspect", "--type", "task", task).stdout)[0]
-                for task in ids] if ids else []
+        if not ids:
+            return []
+        result = docker("inspect", "--type", "task", *ids, check=False)
+        gone = [line for line in result.stderr.splitlines() if line.strip()]
+        if result.returncode != 0 and (not gone or any("not found" not in line.lower()
+                                                        and "no such" not in line.lower()
+                                                        for line in gone)):
+            raise AssertionError(f"docker inspect --type task -> {result.returncode}\n"
+                                 f"{result.stderr}")
+        found: list[dict[str, Any]] = json.loads(result.stdout or "[]")
+        return found
 
     def running(self, name: str) -> dict[str, str]:
         """The running containers of one service, every node's: 12-character container id
@@ -341,10 +354,11 @@ class SwarmStack(Stack):
             last.clear()
             last.update(report)
             expected = {**{c: "worker" for c in self.running("worker")},
+                        **{c: "beat" for c in self.running("beat")},
                         **{c: "api" for c in self.running("api")}}
             reported = {r["hostname"]: r["service"] for r in report["fleet"]}
             return (code == 0 and reported == expected
-                    and len(expected) == self.workers + self.apis
+                    and len(expected) == self.workers + self.beats + self.apis
                     and (version is None or report["version"] == version))
 
         try:

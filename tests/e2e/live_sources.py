@@ -71,7 +71,7 @@ def starts(stack: Stack) -> dict[str, tuple[str, int]]:
     """Each service container's start time and restart count: unchanged means not restarted."""
     return {service: (stack.inspect(service)["State"]["StartedAt"],
                       int(stack.inspect(service)["RestartCount"]))
-            for service in ("worker", "api")}
+            for service in ("worker", "beat", "api")}
 
 
 def recreate_api(stack: Stack, live_reload: str) -> None:

@@ -40,7 +40,7 @@ def arm64_stack(engine: None) -> Iterator[Stack]:
 
 def test_rpi_profile_runs_the_arm64_images(arm64_stack: Stack) -> None:
     stack = arm64_stack
-    for service in ("redis", "worker", "api"):
+    for service in ("redis", "worker", "beat", "api"):
         machine = stack.compose("exec", "-T", service, "uname", "-m").stdout.strip()
         assert machine == "aarch64", (service, machine)
     seeder = stack.inspect("config-seeder")["State"]

@@ -20,8 +20,8 @@ def test_the_dev_profile_serves_overlay_dev_with_debug_logs(engine: None) -> Non
     assert dev.sha256 != load_source(str(SOURCE), "rpi").sha256
     with make_stack("-dev", profile="dev", REDIS_DEV_PORT=str(free_port())) as stack:
         up_measured(stack, "dev profile")  # --wait: every healthcheck passed, the worker's too
-        assert {name: stack.health(name) for name in ("redis", "worker", "api")} == {
-            "redis": "healthy", "worker": "healthy", "api": "healthy"}
+        assert {name: stack.health(name) for name in ("redis", "worker", "beat", "api")} == {
+            "redis": "healthy", "worker": "healthy", "beat": "healthy", "api": "healthy"}
         ready = stack.wait_ready(30)
         assert (ready["source"], ready["sha256"]) == ("redis", dev.sha256)
         for name in demo_tasks():
@@ -29,6 +29,7 @@ def test_the_dev_profile_serves_overlay_dev_with_debug_logs(engine: None) -> Non
                 status = stack.result(stack.enqueue(name)["id"], 60)
                 assert status["state"] == "SUCCESS", (name, status)
         assert "DEBUG/MainProcess" in stack.logs("worker")  # Celery's own, at --loglevel=DEBUG
+        assert "DEBUG/MainProcess" in stack.logs("beat")
         for name, port in (("redis", "6379/tcp"), ("api", "8000/tcp")):
             bound = stack.inspect(name)["HostConfig"]["PortBindings"][port]
             assert [b["HostIp"] for b in bound] == ["127.0.0.1"], (name, bound)

@@ -86,7 +86,8 @@ def api_readyz_inside(stack: Stack) -> dict[str, Any] | None:
 
 
 def in_sync(stack: Stack, sha256: str, seen: dict[str, Any] | None = None) -> bool:
-    """Both services apply ``sha256``, which is what Redis holds: /readyz and the fleet view.
+    """Every service (worker, beat, api) applies ``sha256``, which is what Redis holds: /readyz
+    and the fleet view.
     ``seen`` keeps what was last observed, for the failure's message."""
     seen = {} if seen is None else seen
     ready = seen["readyz"] = stack.readyz()
@@ -94,7 +95,7 @@ def in_sync(stack: Stack, sha256: str, seen: dict[str, Any] | None = None) -> bo
         return False
     code, report = fleet_status(stack)
     seen["status"] = (code, report)
-    return (code == 0 and report["sha256"] == sha256 and len(report["fleet"]) == 2
+    return (code == 0 and report["sha256"] == sha256 and len(report["fleet"]) == 3
             and all(record["sha256"] == sha256 for record in report["fleet"]))
 
 
@@ -119,7 +120,7 @@ def restore(stack: Stack, *services: str) -> None:
     take the next ones down with it. ``docker start``, not ``compose start``, which would run
     the one-shot seeder again (a dependency of worker and api) and publish the image's source
     over what the case published."""
-    for service in services or ("redis", "worker", "api"):
+    for service in services or ("redis", "worker", "beat", "api"):
         docker("start", stack.container(service), check=False, timeout=120)
 
 
@@ -310,7 +311,7 @@ def test_redis_killed_while_publishing_restarts_on_one_whole_published_version(
     assert now["version"] >= acked[-1]["version"], (now, acked[-1])
     assert f'fault.v{tried[now["version"] - before - 1]}' in now["routes"]
 
-    wait_in_sync(stack, now["sha256"], 90, "worker and api on what Redis holds")
+    wait_in_sync(stack, now["sha256"], 90, "worker, beat and api on what Redis holds")
     caught_up = time.monotonic() - killed
     body = stack.enqueue("scan.discovery")
     status = stack.result(body["id"], 90)
@@ -335,8 +336,9 @@ EXEC = re.compile(rb"\*1\r\n\$4\r\nexec\r\n", re.IGNORECASE)
 def test_power_cut_inside_the_last_transaction_leaves_one_whole_version(
         stack: Stack, tmp_path: Path) -> None:
     previous = held(stack)
-    # Nothing but the publish writes after it: worker and api stopped (no heartbeat, no broker).
-    stack.compose("stop", "--timeout", "10", "worker", "api")
+    # Nothing but the publish writes after it: worker, beat and api stopped (no heartbeat, no
+    # broker, no beat lock).
+    stack.compose("stop", "--timeout", "10", "worker", "beat", "api")
     directory, sha = variant(tmp_path, "cut")
     printed = publish_from(stack, directory, "seed-cut")
     assert (printed["version"], printed["sha256"]) == (previous["version"] + 1, sha)
@@ -385,8 +387,8 @@ def test_power_cut_inside_the_last_transaction_leaves_one_whole_version(
     wait_until(lambda: redis_answers(stack), 60, "redis answering after a restart")
     now = held(stack)
     assert (now["version"], now["sha256"]) == (again["version"], sha), now
-    restore(stack, "worker", "api")
-    wait_in_sync(stack, sha, 120, "worker and api on the version published again")
+    restore(stack, "worker", "beat", "api")
+    wait_in_sync(stack, sha, 120, "worker, beat and api on the version published again")
 
 
 # ---------------------------------------------------------------------- 3. network cut

@@ -139,8 +139,8 @@ def test_the_page_loads_from_the_api_alone_and_shows_the_fleet(stack: Stack,
     visit.page.wait_for_selector("#fleet tbody tr[data-service]")
     loaded = time.monotonic() - started
     # The worker's first heartbeat may follow the page's load: the script brings it.
-    expect(visit.page.locator("#fleet tbody tr[data-service]")).to_have_count(2, timeout=20_000)
-    assert sorted(fleet_rows(visit)) == ["api", "worker"]
+    expect(visit.page.locator("#fleet tbody tr[data-service]")).to_have_count(3, timeout=20_000)
+    assert sorted(fleet_rows(visit)) == ["api", "beat", "worker"]
     assert visit.page.inner_text("#published-version") == "1"
     assert set(fleet_rows(visit).values()) == {"ok"}
     assert "instances run the published version" in visit.page.inner_text("#summary")

@@ -1,6 +1,6 @@
 """Live reload in the compose stack (rpi profile, this machine's platform): a configuration
-published by a one-off seeder reaches the running worker and API, whose containers are never
-restarted; ``celery-config status`` in a container shows the fleet, and both services'
+published by a one-off seeder reaches the running worker, beat and API, whose containers are
+never restarted; ``celery-config status`` in a container shows the fleet, and both services'
 Prometheus metrics say the same.
 
 One stack serves the module, in the order written.
@@ -43,7 +43,7 @@ def stack(engine: None) -> Iterator[Stack]:
 
 def on_sha(stack: Stack, sha256: str) -> bool:
     code, report = fleet_status(stack)
-    return code == 0 and len(report["fleet"]) == 2 and all(
+    return code == 0 and len(report["fleet"]) == 3 and all(
         record["sha256"] == sha256 for record in report["fleet"])
 
 
@@ -51,7 +51,7 @@ def test_a_new_queue_and_route_apply_without_a_restart(stack: Stack, tmp_path: P
     before = starts(stack)
     code, report = fleet_status(stack)
     assert code == 0, report
-    assert sorted(r["service"] for r in report["fleet"]) == ["api", "worker"]
+    assert sorted(r["service"] for r in report["fleet"]) == ["api", "beat", "worker"]
 
     directory = source_dir(tmp_path, WITH_REPORTS)
     expected = document_of(directory)

@@ -50,6 +50,13 @@ FORBIDDEN_FOR_SERVICES = [
     ["SUBSCRIBE", "another-channel"], ["PSUBSCRIBE", "*"],
     ["PUBLISH", "another-channel", "x"],
 ]
+# The API's user may not write what celery beat (the worker's user) writes: its lock and its
+# entries' last run times (images/redis/roles.acl).
+FORBIDDEN_FOR_API = [
+    *FORBIDDEN_FOR_SERVICES,
+    ["SET", f"{NAMESPACE}:beat:lock", "api:1", "NX", "PX", "10000"],
+    ["HSET", f"{NAMESPACE}:beat:last_run", "x", "2030-01-01T00:00:00+00:00"],
+]
 FORBIDDEN_FOR_SEEDER = [
     ["FLUSHALL"], ["CONFIG", "SET", "maxmemory", "1"], ["KEYS", "*"],
     ["LPUSH", "celery:scan", "x"], ["GET", "celery:unacked"],
@@ -85,22 +92,25 @@ def test_the_normal_flows_need_nothing_the_acl_denies(stack: Stack) -> None:
     status = stack.compose("run", "--rm", "--no-deps", "-T", "config-seeder", "status",
                            "--format", "json", check=False, timeout=120)
     assert status.returncode == 0, status.stderr
-    assert {entry["service"] for entry in json.loads(status.stdout)["fleet"]} == {"worker",
-                                                                                 "api"}
+    assert {entry["service"] for entry in json.loads(status.stdout)["fleet"]} == {
+        "worker", "beat", "api"}
     inspect = stack.compose("exec", "-T", "worker", "celery", "--app", "worker_service.app",
                             "inspect", "ping", "--timeout", "10", check=False, timeout=60)
     assert inspect.returncode == 0 and "pong" in inspect.stdout, inspect.stdout + inspect.stderr
+    # celery beat (as the worker's user) holds its lock: its instance, <hostname>:<pid>.
+    assert stack.redis_cli("GET", f"{NAMESPACE}:beat:lock") == \
+        f"{stack.inspect('beat')['Config']['Hostname']}:1"
     assert stack.redis_cli("ACL", "LOG") == "", "denied during normal flows"
     keys = stack.redis_cli("--scan").split()
     assert keys and all(k.startswith(("celery:", f"{NAMESPACE}:")) for k in keys), keys
 
 
 @pytest.mark.parametrize(("service", "forbidden"), [
-    ("worker", FORBIDDEN_FOR_SERVICES), ("api", FORBIDDEN_FOR_SERVICES),
-    ("config-seeder", FORBIDDEN_FOR_SEEDER)])
+    ("worker", FORBIDDEN_FOR_SERVICES), ("beat", FORBIDDEN_FOR_SERVICES),
+    ("api", FORBIDDEN_FOR_API), ("config-seeder", FORBIDDEN_FOR_SEEDER)])
 def test_each_service_is_refused_what_its_role_may_not_do(
         stack: Stack, service: str, forbidden: list[list[str]]) -> None:
-    user = {"config-seeder": "seeder"}.get(service, service)
+    user = {"config-seeder": "seeder", "beat": "worker"}.get(service, service)
     outcomes = probe(stack, service, user, forbidden)
     assert outcomes == ["NoPermissionError"] * len(forbidden), list(zip(forbidden, outcomes,
                                                                         strict=True))
@@ -120,7 +130,7 @@ def test_no_password_in_inspect_compose_config_or_logs(stack: Stack) -> None:
     assert len(set(passwords.values())) == len(ROLES)
     places = {"compose config": stack.compose("config").stdout,
               "logs": stack.compose("logs", "--no-color").stdout}
-    for service in ("redis", "config-seeder", "worker", "api"):
+    for service in ("redis", "config-seeder", "worker", "beat", "api"):
         attrs = stack.inspect(service)
         places[f"inspect {service}"] = json.dumps({
             "env": attrs["Config"]["Env"], "labels": attrs["Config"]["Labels"],

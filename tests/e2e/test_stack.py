@@ -125,14 +125,14 @@ def test_happy_path_every_queue_family_runs_on_its_routed_queue(stack: Stack,
 
 def test_every_service_runs_unprivileged_on_a_read_only_root(stack: Stack) -> None:
     """What compose.yaml promises for the rpi profile, checked in the running processes."""
-    limits = {"redis": 300, "config-seeder": 128, "worker": 512, "api": 192}
+    limits = {"redis": 300, "config-seeder": 128, "worker": 512, "beat": 128, "api": 192}
     for service, limit in limits.items():
         host = stack.inspect(service)["HostConfig"]
         assert host["ReadonlyRootfs"] is True, service
         assert host["CapDrop"] == ["ALL"] and not host["CapAdd"], service
         assert "no-new-privileges:true" in host["SecurityOpt"], service
         assert host["Memory"] == limit * 2**20, service
-    for service in ("redis", "worker", "api"):
+    for service in ("redis", "worker", "beat", "api"):
         status = stack.compose("exec", "-T", service, "cat", "/proc/1/status").stdout
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
         for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
@@ -151,13 +151,13 @@ def test_every_service_runs_unprivileged_on_a_read_only_root(stack: Stack) -> No
 def test_reseeding_the_same_source_publishes_nothing(stack: Stack,
                                                      source: ConfigDocument) -> None:
     # A subscriber inside the redis container for the whole reseed, then a sentinel of ours:
-    # it must receive the sentinel and nothing else. The worker and the API are subscribed
-    # already (their live-reload watchers): one each.
+    # it must receive the sentinel and nothing else. The worker, beat and the API are
+    # subscribed already (their live-reload watchers): one each.
     def subscribers() -> int:
         return int(stack.redis_cli("PUBSUB", "NUMSUB", CHANNEL).split()[1])
 
     services = subscribers()
-    assert services == 2
+    assert services == 3
     window = 15
     subscriber = subprocess.Popen(
         stack.command("exec", "-T", "redis", "timeout", str(window), "redis-admin", "SUBSCRIBE",
@@ -319,17 +319,18 @@ def test_without_compose_ordering_the_gate_waits_for_redis(stack: Stack,
 
 # ------------------------------------------------------------------------------------ f
 def test_down_stops_every_container_on_sigterm_with_exit_0(stack: Stack) -> None:
-    """Exit 0 for all: redis, supervisord (the worker) and uvicorn (the api) each end cleanly
-    on SIGTERM. A 143 would be a process killed by the SIGTERM it does not handle; 137, one
-    killed by docker when the grace ran out: neither is accepted here. The grace is generous
-    (STOP_GRACE, not the 10 s stop_grace_period of compose/base.yaml) so that a busy machine
-    does not turn a clean stop into a kill; how long each took is printed, never asserted."""
+    """Exit 0 for all: redis, supervisord (the worker), celery beat and uvicorn (the api) each
+    end cleanly on SIGTERM. A 143 would be a process killed by the SIGTERM it does not handle;
+    137, one killed by docker when the grace ran out: neither is accepted here. The grace is
+    generous (STOP_GRACE, not the 10 s stop_grace_period of compose/base.yaml) so that a busy
+    machine does not turn a clean stop into a kill; how long each took is printed, never
+    asserted."""
     started = now_utc()
     stack.compose("stop", "--timeout", str(STOP_GRACE), timeout=STOP_GRACE + 120)
     elapsed = (now_utc() - started).total_seconds()
     containers = containers_of(stack.project)
     assert {c["Labels"].split("com.docker.compose.service=")[1].split(",")[0]
-            for c in containers} == {"redis", "config-seeder", "worker", "api"}
+            for c in containers} == {"redis", "config-seeder", "worker", "beat", "api"}
     stopped_after = {}
     for container in containers:
         state = json.loads(docker("inspect", "--format", "{{json .State}}",

@@ -7,9 +7,10 @@ stack on a two-node swarm (tests/swarm_cluster.py: this engine as manager, a nod
 with its own dockerd joined to it; only on an engine in no swarm: one already in a swarm is
 not ours to leave, so that skips loudly, and fails under CI=true), the Redis passwords from
 the stack's own make-secrets.sh folder as Swarm secrets. Three worker replicas spread over
-both nodes, one API replica on each; then a publish, a scale to four and back, a replica
-killed, Redis' service down (the fallbacks), and at the end `docker stack rm` leaves nothing
-on either node, and the swarm is left. In the order written.
+both nodes, one API replica and one beat on each; then a publish, a scale to four and back, a
+replica killed, the active beat killed (the other takes over its lock and its schedule),
+Redis' service down (the fallbacks), and at the end `docker stack rm` leaves nothing on
+either node, and the swarm is left. In the order written.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from tests.compose_stack import COMPOSE_FILE, TLS_FILE, demo_tasks, docker, wait
 from tests.conftest import SOURCE, free_port, require
 from tests.e2e.conftest import MEASUREMENTS
 from tests.e2e.live_sources import WITH_REPORTS, document_of, source_dir
+from tests.figures import show
 from tests.swarm_cluster import (
     REDIS_LABEL,
     STACK_FILES,
@@ -47,9 +50,18 @@ pytestmark = pytest.mark.e2e
 
 COMPOSE_DIR = COMPOSE_FILE.parent
 ENCRYPTED_FILE = COMPOSE_DIR / "swarm-encrypted.yaml"
-SERVICES = ("redis", "config-seeder", "worker", "api")
+SERVICES = ("redis", "config-seeder", "worker", "beat", "api")
 WORKERS = 3  # over two nodes: the spread preference puts two in one zone, one in the other
 APIS = 2  # one per node (host-mode port)
+BEATS = 2  # one per node (max_replicas_per_node): one schedules, the other stands by
+BEAT_LOCK = "celery_config:beat:lock"
+BEAT_LAST_RUN = "celery_config:beat:last_run"
+DEMO_ENTRY = "demo-echo-every-30s"  # config/celery/source.py: demo.echo every 30 s
+# The beat lock's TTL in this stack (30 s by default): short enough that the other node's beat,
+# ticking every third of it, takes over before Swarm's replacement of the killed one (5 s
+# restart delay, then its start) is up, long enough that a busy machine's pause (renewed every
+# 2.7 s at most) does not lose it.
+BEAT_LOCK_TIMEOUT = 8
 # Redis's ACL file goes to /tmp under Swarm, whose tmpfs mounts cannot be given a mode
 # (compose/swarm.yaml): the one variable only one orchestrator sets.
 SWARM_ONLY_ENV = {"redis": {"REDIS_ACL_FILE": "/tmp/users.acl"}}
@@ -115,6 +127,11 @@ def test_compose_and_swarm_read_the_same_services(tmp_path: Path) -> None:
         f"node.labels.{REDIS_LABEL} == true"]
     assert swarm["worker"]["deploy"]["placement"]["preferences"] == [
         {"spread": f"node.labels.{ZONE_LABEL}"}]
+    assert swarm["beat"]["deploy"]["replicas"] == BEATS
+    assert swarm["beat"]["deploy"]["placement"] == {
+        "max_replicas_per_node": 1, "preferences": [{"spread": f"node.labels.{ZONE_LABEL}"}]}
+    assert swarm["beat"]["image"] == swarm["worker"]["image"]
+    assert swarm["beat"]["command"][:4] == ["celery", "--app", "worker_service.app", "beat"]
     assert swarm_model["networks"]["default"] == {"driver": "overlay", "attachable": True}
 
 
@@ -133,8 +150,9 @@ def swarm(cluster: Cluster) -> Iterator[SwarmStack]:
     # A short gate: replicas replaced while Redis is down start on a fallback within seconds.
     stack = SwarmStack(f"ccs-swarm-{os.getpid()}", free_port(),
                        {"CELERY_CONFIG_HEARTBEAT_INTERVAL": "2",
-                        "CELERY_CONFIG_WAIT_TIMEOUT": "8"},
-                       cluster=cluster, workers=WORKERS, apis=APIS)
+                        "CELERY_CONFIG_WAIT_TIMEOUT": "8",
+                        "CELERY_CONFIG_BEAT_LOCK_TIMEOUT": str(BEAT_LOCK_TIMEOUT)},
+                       cluster=cluster, workers=WORKERS, apis=APIS, beats=BEATS)
     try:
         yield stack
     finally:
@@ -178,11 +196,13 @@ def test_deploy_on_two_nodes_the_seeder_job_publishes_and_every_replica_is_ready
                if line.startswith("{")]
     assert {"version": 1, "sha256": source.sha256, "changed": True} in printed, printed
 
-    # Every running replica reports, on version 1: workers on both nodes, an API on each.
+    # Every running replica reports, on version 1: workers on both nodes, an API and a beat
+    # on each.
     swarm.wait_in_sync(180, version=1)
     nodes = {node.hostname for node in cluster.nodes}
     assert set(swarm.running("worker").values()) == nodes, swarm.running("worker")
     assert sorted(swarm.running("api").values()) == sorted(nodes)
+    assert sorted(swarm.running("beat").values()) == sorted(nodes)
 
     # Swarm secrets on the second node as on the first: the service's own, its user's, 0400.
     second = cluster.workers[0]
@@ -228,7 +248,7 @@ def test_a_publish_reaches_every_replica_on_both_nodes_live(swarm: SwarmStack,
     restart."""
     directory = source_dir(tmp_path, WITH_REPORTS)
     expected = document_of(directory)
-    before = {name: swarm.running(name) for name in ("worker", "api")}
+    before = {name: swarm.running(name) for name in ("worker", "beat", "api")}
     iteration = swarm.job_iteration("config-seeder")
     started = time.monotonic()
     # The changed source is a folder on this machine: the job runs here, where it is (the
@@ -248,7 +268,7 @@ def test_a_publish_reaches_every_replica_on_both_nodes_live(swarm: SwarmStack,
     MEASUREMENTS.append(f"swarm: seeder job re-run -> both nodes' fleet in sync on version 2 "
                         f"{time.monotonic() - started:.1f} s")
     assert {r["sha256"] for r in report["fleet"]} == {expected.sha256}
-    assert before == {name: swarm.running(name) for name in ("worker", "api")}  # no restart
+    assert before == {name: swarm.running(name) for name in ("worker", "beat", "api")}
     for node in swarm.cluster.nodes if swarm.cluster else []:
         api = swarm.on(node)
         body = api.enqueue("report.build")
@@ -291,6 +311,101 @@ def test_a_killed_worker_replica_is_replaced_and_starts_on_the_current_version(
     MEASUREMENTS.append(f"swarm: worker replica SIGKILLed -> its replacement in the fleet on "
                         f"the current version {time.monotonic() - started:.1f} s")
     assert victim not in {r["hostname"] for r in report["fleet"]}
+
+
+def redis_get(swarm: SwarmStack, *command: str) -> str:
+    """A read as Redis' admin (``GET key`` by default), in the Redis replica where it runs."""
+    ((container, node),) = swarm.started("redis").items()
+    args = command if len(command) > 1 else ("GET", *command)
+    return node.docker("exec", container, "redis-admin", *args).stdout.strip()
+
+
+def last_run(swarm: SwarmStack) -> datetime:
+    """When the active beat last sent the demo entry, as it recorded it in Redis."""
+    return datetime.fromisoformat(redis_get(swarm, "HGET", BEAT_LAST_RUN, DEMO_ENTRY))
+
+
+def beat_log(swarm: SwarmStack, container: str) -> str:
+    assert swarm.cluster is not None
+    node = swarm.cluster.node(swarm.running("beat")[container])
+    logs = node.docker("logs", container, check=False)
+    return logs.stdout + logs.stderr
+
+
+def sends(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "Scheduler: Sending due task" in line]
+
+
+def test_one_beat_schedules_and_the_other_takes_over_when_it_is_killed(
+        swarm: SwarmStack, cluster: Cluster) -> None:
+    """Two beats, one per node: exactly one holds the lock (its instance, <hostname>:<pid>)
+    and alone sends the schedule (the demo entry, every 30 s). SIGKILL its container: its lock
+    expires (CELERY_CONFIG_BEAT_LOCK_TIMEOUT, 30 s by default), another beat takes it and
+    sends the next due entry from the last run times in Redis: not before its interval after
+    the killed beat's last send (no entry twice per due time). Swarm meanwhile replaces the
+    killed one on its node (restart policy, 5 s delay); the lock's TTL here (BEAT_LOCK_TIMEOUT)
+    lets the other node's beat expect to win, but "another" may be that replacement if it
+    ticks first after the expiry: both prove the takeover; which one it was, and how long it
+    took, is printed."""
+    beats = swarm.running("beat")
+    assert sorted(beats.values()) == sorted(n.hostname for n in cluster.nodes), beats
+    holder: dict[str, str] = {}
+
+    def held() -> bool:
+        value = redis_get(swarm, BEAT_LOCK)
+        holder["value"] = value
+        return value.split(":")[0] in beats
+
+    wait_until(held, 120, f"a beat holding {BEAT_LOCK} (last: {holder})")
+    active, pid = holder["value"].split(":")
+    assert pid == "1", holder  # the gate execs celery beat: PID 1 of its container
+    (standby,) = set(beats) - {active}
+    # Only the active one sends: at least one due send seen, none from the other.
+    wait_until(lambda: sends(beat_log(swarm, active)), 120, "the active beat sending")
+    assert "active beat" in beat_log(swarm, active)
+    assert not sends(beat_log(swarm, standby)), beat_log(swarm, standby)[-3000:]
+    assert "active beat" not in beat_log(swarm, standby)
+
+    before = last_run(swarm)
+    swarm.kill("beat", active)
+    killed = time.monotonic()
+    killed_at = datetime.now(UTC)
+    taken: dict[str, str] = {}
+
+    def taken_over() -> bool:
+        value = redis_get(swarm, BEAT_LOCK)
+        taken["value"] = value
+        return bool(value) and value.split(":")[0] != active
+
+    wait_until(taken_over, 120, f"another beat taking {BEAT_LOCK} (last: {taken})",
+               interval=0.2)
+    takeover = time.monotonic() - killed
+    successor = taken["value"].split(":")[0]
+    running = swarm.running("beat")
+    assert successor in running, (successor, running)
+    wait_until(lambda: sends(beat_log(swarm, successor)), 120,
+               f"the new active beat sending a due entry\n{beat_log(swarm, successor)[-3000:]}")
+    first_send = time.monotonic() - killed
+    wait_until(lambda: last_run(swarm) > before, 60, "the new active beat's run in Redis")
+    after = last_run(swarm)
+    # The successor resumed from the killed one's last run: the entry's next run came one
+    # interval after it at the earliest (Celery wakes 10 ms early), never at once.
+    assert (after - before).total_seconds() >= 30 - 0.5, (before, after)
+    who = "the other node's beat" if successor == standby else "Swarm's replacement"
+    line = (f"swarm: active beat SIGKILLed -> {who} holds the lock {takeover:.1f} s later "
+            f"(lock TTL {BEAT_LOCK_TIMEOUT} s), its first due send seen {first_send:.1f} s "
+            f"after the kill; {DEMO_ENTRY} last sent {(killed_at - before).total_seconds():.1f}"
+            f" s before the kill by the killed beat, then {(after - before).total_seconds():.1f}"
+            f" s after that by the new one")
+    MEASUREMENTS.append(line)
+    show(line)
+    log = beat_log(swarm, successor)
+    assert "active beat" in log, log[-3000:]
+    # One lock, one holder: whichever of the running beats did not take it sends nothing.
+    for other in set(running) - {successor}:
+        assert not sends(beat_log(swarm, other)), beat_log(swarm, other)[-3000:]
+    wait_until(lambda: len(swarm.running("beat")) == BEATS, 120, "the killed beat replaced")
+    swarm.wait_in_sync(120, version=2)
 
 
 def test_with_redis_down_replicas_start_on_their_fallbacks_then_catch_up(

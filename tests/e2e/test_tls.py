@@ -35,7 +35,7 @@ def test_plain_text_is_refused(stack: Stack) -> None:
                           "redis-cli --user health --askpass PING < /run/secrets/redis-health",
                           check=False)
     assert "PONG" not in plain.stdout, plain.stdout
-    for service in ("worker", "api"):
+    for service in ("worker", "beat", "api"):
         env = stack.inspect(service)["Config"]["Env"]
         urls = [e for e in env if e.startswith(("CELERY_CONFIG_REDIS_URL=", "CELERY_BROKER_URL=",
                                                 "CELERY_RESULT_BACKEND="))]

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from celery_config_sync.beat import BeatLock
+from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.history import list_history, read_version
 from celery_config_sync.redis_layout import Keys, clear, publish
 from celery_config_sync.source import load_source
@@ -26,7 +28,7 @@ from tests.figures import figure
 from tests.integration.test_cli import error_line, run
 from tests.integration.test_live_reload import with_reports
 from tests.redis_process import ROLES, AclRedis, redis_server_binary, start_acl_redis
-from tests.service_processes import running, start_api, start_worker, wait_for
+from tests.service_processes import running, start_api, start_beat, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "celery_config"
@@ -179,6 +181,93 @@ def test_each_role_is_refused_what_it_may_not_do(acl_redis: AclRedis, role: str)
             continue
         with pytest.raises(redis.exceptions.NoPermissionError):
             client.execute_command(*command)
+
+
+def rules_of(role: str) -> list[str]:
+    """The rules of ``role``'s line in roles.acl (a line may name several roles)."""
+    for line in (IMAGE / "roles.acl").read_text().splitlines():
+        if line and not line.startswith("#") and role in line.split()[0].split(","):
+            return line.split()[1:]
+    raise AssertionError(f"no line for {role} in roles.acl")
+
+
+def test_the_worker_line_is_the_api_line_plus_the_beat_keys() -> None:
+    """The two lines are kept apart for one pattern only: what celery beat (the worker role)
+    writes. Anything else added to one and not the other is a mistake."""
+    worker, api = rules_of("worker"), rules_of("api")
+    assert [rule for rule in worker if rule != "~@NS@:beat:*"] == api
+    assert worker.count("~@NS@:beat:*") == 1
+
+
+def test_the_worker_user_takes_the_beat_lock_and_the_api_user_cannot(
+        acl_redis: AclRedis) -> None:
+    admin = acl_redis.client("admin")
+    admin.delete(KEYS.beat_lock, KEYS.beat_last_run)
+    admin.execute_command("ACL", "LOG", "RESET")
+    # The worker's user: the lock (SET NX PX, then redis-py's Lua scripts: renew, release) and
+    # the last run times.
+    lock = BeatLock(acl_redis.client("worker"), NS, 10, owner="beat-host:1")
+    assert lock.hold() and admin.get(KEYS.beat_lock) == b"beat-host:1"
+    assert lock.hold()  # renewed: reacquire's script
+    assert 0 < admin.pttl(KEYS.beat_lock) <= 10_000
+    worker = acl_redis.client("worker")
+    worker.hset(KEYS.beat_last_run, "entry", "2024-01-01T00:00:00+00:00")
+    assert worker.hgetall(KEYS.beat_last_run) == {b"entry": b"2024-01-01T00:00:00+00:00"}
+    other = BeatLock(acl_redis.client("worker"), NS, 10, owner="beat-host:2")
+    assert not other.hold()  # one active beat
+    lock.release()  # the release script
+    assert not admin.exists(KEYS.beat_lock)
+    assert acl_redis.acl_log() == [], "denied to the worker's user"
+    # The API's user reads them (the namespace is readable) and writes neither.
+    api = acl_redis.client("api")
+    for command in (("SET", KEYS.beat_lock, "api:1", "NX", "PX", "10000"),
+                    ("HSET", KEYS.beat_last_run, "entry", "2030-01-01T00:00:00+00:00"),
+                    ("PEXPIRE", KEYS.beat_last_run, "1"), ("DEL", KEYS.beat_last_run)):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            api.execute_command(*command)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        api.lock(KEYS.beat_lock, timeout=10).acquire(blocking=False)
+    assert not BeatLock(api, NS, 10, owner="api:1").hold()
+    assert not admin.exists(KEYS.beat_lock)
+    assert api.hgetall(KEYS.beat_last_run) == {b"entry": b"2024-01-01T00:00:00+00:00"}
+    admin.delete(KEYS.beat_last_run)
+
+
+def test_celery_beat_runs_as_the_worker_user_with_the_acl_log_empty(
+        acl_redis: AclRedis, tmp_path: Path) -> None:
+    """``celery beat`` as the image runs it, as the worker's user: it loads, takes the lock,
+    records its entries' last runs, sends their tasks and keeps its fleet record, and Redis
+    denies it nothing."""
+    admin = acl_redis.client("admin")
+    base = {**V1.base, "beat_schedule": {
+        "acl-echo": {"task": "demo.echo", "schedule": 1.0, "args": ["acl"]}}}
+    publish(admin, NS, ConfigDocument(V1.queues, V1.routes, base, V1.app), source="beat-acl",
+            force=True)
+    admin.delete(KEYS.beat_lock, KEYS.beat_last_run)
+    admin.execute_command("ACL", "LOG", "RESET")
+    beat = start_beat(acl_redis.url("worker"), tmp_path,
+                      CELERY_RESULT_BACKEND=acl_redis.url("worker", 1),
+                      CELERY_CONFIG_BEAT_LOCK_TIMEOUT="6", CELERY_CONFIG_HEARTBEAT_INTERVAL="1",
+                      **acl_redis.as_role("worker"))
+    process = beat.process
+    with running(beat):
+        wait_for(lambda: beat.lines(r"Sending due task acl-echo \(demo\.echo\)")
+                 or process.poll() is not None, 60, "beat sending acl-echo", interval=0.1)
+        assert process.poll() is None, beat.log()[-3000:]
+        holder = admin.get(KEYS.beat_lock)
+        assert holder is not None and holder.decode().endswith(f":{process.pid}"), holder
+        assert admin.hget(KEYS.beat_last_run, "acl-echo") is not None
+        # Its task in demo.echo's queue, "celery" (nobody consumes it here), in one of the
+        # lists of its priority steps; the log line comes just before the send.
+        wait_for(lambda: sum(admin.llen(key) for key in admin.scan_iter("celery:celery*")
+                             if admin.type(key) == b"list"), 60, "the task in its queue")
+        wait_for(lambda: list(admin.scan_iter(f"{KEYS.applied_prefix}beat:*")), 60,
+                 "beat's fleet record")
+    assert beat.process.returncode == 0, beat.log()[-3000:]
+    assert not admin.exists(KEYS.beat_lock)  # released on a clean stop
+    assert "Traceback" not in beat.log(), beat.log()[-3000:]
+    assert acl_redis.acl_log() == [], "denied during the run"
+    admin.delete(*admin.scan_iter("celery:celery*"), KEYS.beat_last_run)
 
 
 def test_a_wrong_password_file_is_one_line_exit_2(acl_redis: AclRedis, tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ SERVICES = {
     "redis": ("StatefulSet", "redis", None),
     "config-seeder": ("Job", "config-seeder", "seeder"),
     "worker": ("Deployment", "worker", "worker"),
+    "beat": ("Deployment", "beat", "worker"),  # celery beat runs as the worker's Redis user
     "api": ("Deployment", "api", "api"),
 }
 POD_KINDS = ("Deployment", "StatefulSet", "Job")
@@ -336,7 +337,7 @@ def test_writable_paths_are_compose_s(rendered: Rendered) -> None:
     assert volume(pod, mount(container, "/run/redis"))["emptyDir"]["medium"] == "Memory"
     data = mount(container, "/data")
     assert [t["metadata"]["name"] for t in redis["spec"]["volumeClaimTemplates"]] == [data]
-    for name in ("worker", "api"):
+    for name in ("worker", "beat", "api"):
         pod = find(docs, "Deployment", name)["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         assert volume(pod, mount(container, "/tmp"))["emptyDir"]["medium"] == "Memory"
@@ -358,6 +359,16 @@ def test_probes_are_the_images_healthchecks(rendered: Rendered) -> None:
     (worker,) = find(docs, "Deployment", "worker")["spec"]["template"]["spec"]["containers"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert worker[probe]["exec"]["command"] == compose["worker"]["healthcheck"]["test"][1:]
+    # beat: compose asks its metrics URL from inside the container (python3, urllib); the
+    # kubelet asks the same path and port itself.
+    (beat,) = find(docs, "Deployment", "beat")["spec"]["template"]["spec"]["containers"]
+    url = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*?)'",
+                    compose["beat"]["healthcheck"]["test"][-1])
+    assert url, compose["beat"]["healthcheck"]
+    port = {p["name"]: p["containerPort"] for p in beat["ports"]}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert beat[probe]["httpGet"] == {"path": url.group(2), "port": "metrics"}, probe
+    assert port["metrics"] == int(url.group(1))
     (api,) = find(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"]
     assert api["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -370,14 +381,30 @@ def test_probes_are_the_images_healthchecks(rendered: Rendered) -> None:
     assert redis_service["spec"]["ports"][0]["port"] == 6379
 
 
-def test_worker_and_api_keep_the_image_s_gate(rendered: Rendered) -> None:
-    """No command override: the image's ENTRYPOINT, celery-config-gate, waits as in compose."""
+def test_worker_beat_and_api_keep_the_image_s_gate(rendered: Rendered) -> None:
+    """No command override: the image's ENTRYPOINT, celery-config-gate, waits as in compose.
+    Beat replaces the worker image's CMD only (``args``), with compose's ``command``."""
     for name in ("worker", "api"):
         dockerfile = (ROOT / "images" / name / "Dockerfile").read_text()
         assert 'ENTRYPOINT ["celery-config-gate"]' in dockerfile
         (container,) = find(rendered.base, "Deployment", name)["spec"]["template"]["spec"][
             "containers"]
         assert "command" not in container and "args" not in container, name
+    beat = find(rendered.base, "Deployment", "beat")
+    (container,) = beat["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "localhost:5000/celery-config-sync/worker:latest"
+    assert "command" not in container
+    assert container["args"] == compose_rpi()["beat"]["command"]
+    assert "--schedule" in container["args"]
+    schedule = container["args"][container["args"].index("--schedule") + 1]
+    assert schedule.startswith("/var/lib/celery-config/"), schedule  # its own emptyDir
+    # Two beats (one schedules, through the lock), preferably on two nodes.
+    assert beat["spec"]["replicas"] == 2
+    anti = beat["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == \
+        beat["spec"]["selector"]["matchLabels"]
 
 
 def test_images_default_to_the_local_registry_and_can_be_changed(rendered: Rendered) -> None:
@@ -399,7 +426,7 @@ def test_prometheus_scrapes_the_port_each_image_serves_metrics_on(rendered: Rend
     dockerfile = (ROOT / "images" / "worker" / "Dockerfile").read_text()
     found = re.search(r"CELERY_CONFIG_METRICS_PORT=(\d+)", dockerfile)
     assert found, "images/worker/Dockerfile sets no CELERY_CONFIG_METRICS_PORT"
-    expected = {"worker": int(found.group(1)), "api": 8000}
+    expected = {"worker": int(found.group(1)), "beat": int(found.group(1)), "api": 8000}
     templates = {doc["metadata"]["name"]: doc["spec"]["template"] for doc in rendered.base
                  if doc["kind"] == "Deployment"}
     for name, port in expected.items():
