@@ -78,45 +78,46 @@ def service_environment(redis_url: str, workdir: Path, **extra: str) -> dict[str
             **extra}
 
 
-def start_worker(redis_url: str, workdir: Path, *args: str, name: str = "worker",
-                 gossip: bool = False, app: str = "worker_service.app",
-                 cwd: Path = ROOT, **extra: str) -> Service:
-    """A ``celery worker`` process of ``app`` (the demo's by default; without gossip unless
-    ``gossip``: the image runs with it)."""
+def spawn(name: str, argv: list[str], redis_url: str, workdir: Path, cwd: Path,
+          **extra: str) -> Service:
+    """Start ``argv`` as service ``name``: the services' environment, its own last-known-good
+    file in ``workdir``, its output in ``workdir/<name>.log``."""
     log_path = workdir / f"{name}.log"
     env = service_environment(redis_url, workdir,
                               CELERY_CONFIG_FALLBACK_PATH=str(workdir / f"{name}-lkg.json"),
                               **extra)
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(BIN / "celery"), "--app", app, "worker", "--loglevel=INFO",
-             "--hostname", f"{name}@%h", *([] if gossip else ["--without-gossip"]), *args],
-            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    service = Service(name, process, log_path)
-    wait_for(lambda: " ready." in service.log() or process.poll() is not None, 60,
-             f"the worker's ready line\n{service.log()[-3000:]}", interval=0.1)
-    assert process.poll() is None, service.log()[-3000:]
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return Service(name, process, log_path)
+
+
+def started(service: Service, line: str, what: str) -> Service:
+    """``service`` once its log shows ``line`` (it must still run)."""
+    wait_for(lambda: line in service.log() or service.process.poll() is not None, 60,
+             f"{what}\n{service.log()[-3000:]}", interval=0.1)
+    assert service.process.poll() is None, service.log()[-3000:]
     return service
+
+
+def start_worker(redis_url: str, workdir: Path, *args: str, name: str = "worker",
+                 gossip: bool = False, app: str = "worker_service.app",
+                 cwd: Path = ROOT, **extra: str) -> Service:
+    """A ``celery worker`` process of ``app`` (the demo's by default; without gossip unless
+    ``gossip``: the image runs with it)."""
+    argv = [str(BIN / "celery"), "--app", app, "worker", "--loglevel=INFO",
+            "--hostname", f"{name}@%h", *([] if gossip else ["--without-gossip"]), *args]
+    return started(spawn(name, argv, redis_url, workdir, cwd, **extra), " ready.",
+                   "the worker's ready line")
 
 
 def start_beat(redis_url: str, workdir: Path, *args: str, name: str = "beat",
                app: str = "worker_service.app", cwd: Path = ROOT, **extra: str) -> Service:
     """A ``celery beat`` process of ``app``, its schedule file in ``workdir``; returns once it
     runs its scheduler (active or standing by)."""
-    log_path = workdir / f"{name}.log"
-    env = service_environment(redis_url, workdir,
-                              CELERY_CONFIG_FALLBACK_PATH=str(workdir / f"{name}-lkg.json"),
-                              **extra)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(BIN / "celery"), "--app", app, "beat", "--loglevel=INFO",
-             "--schedule", str(workdir / f"{name}-schedule"), *args],
-            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    service = Service(name, process, log_path)
-    wait_for(lambda: "beat scheduling" in service.log() or process.poll() is not None, 60,
-             f"the beat's start line\n{service.log()[-3000:]}", interval=0.1)
-    assert process.poll() is None, service.log()[-3000:]
-    return service
+    argv = [str(BIN / "celery"), "--app", app, "beat", "--loglevel=INFO",
+            "--schedule", str(workdir / f"{name}-schedule"), *args]
+    return started(spawn(name, argv, redis_url, workdir, cwd, **extra), "beat scheduling",
+                   "the beat's start line")
 
 
 @dataclass
@@ -156,15 +157,10 @@ class Api(Service):
 def start_api(redis_url: str, workdir: Path, *, name: str = "api",
               target: str = "api_service.app:app", cwd: Path = ROOT, **extra: str) -> Api:
     port = free_port()
-    log_path = workdir / f"{name}.log"
-    env = service_environment(redis_url, workdir,
-                              CELERY_CONFIG_FALLBACK_PATH=str(workdir / f"{name}-lkg.json"),
-                              **extra)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(BIN / "uvicorn"), target, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    api = Api(name, process, log_path, port)
+    spawned = spawn(name, [str(BIN / "uvicorn"), target, "--host", "127.0.0.1",
+                           "--port", str(port)], redis_url, workdir, cwd, **extra)
+    process = spawned.process
+    api = Api(name, process, spawned.log_path, port)
 
     def ready() -> bool:
         if process.poll() is not None:
