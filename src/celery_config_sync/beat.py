@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -56,23 +57,36 @@ class BeatLock:
         self.owner = owner or default_instance()
         self._lock = client.lock(self.key, timeout=timeout, thread_local=False)
         self.held = False
+        self._renewed_at = 0.0
+        self._last_error: str | None = None
 
     def hold(self) -> bool:
         """Take the lock or renew it; True while this beat holds it."""
         try:
             if self.held:
+                # Celery's loop ticks again and again in the last 10 ms before a due time:
+                # renew at most once a second (the TTL is several seconds).
+                if time.monotonic() - self._renewed_at < min(1.0, self.timeout / 10):
+                    return True
                 self._lock.reacquire()
             else:
                 self.held = bool(self._lock.acquire(blocking=False, token=self.owner))
-                return self.held
         except LockError:  # expired and taken by another beat (or Redis lost it)
             log.warning("lost the beat lock %s: another beat schedules now", self.key)
             self.held = False
         except (redis.RedisError, OSError) as exc:
             # Redis unreachable: the lock expires there by itself; stop scheduling here too.
+            reason = f"{type(exc).__name__}: {exc}"
             if self.held:
-                log.warning("beat lock not renewed (%s): standing by", type(exc).__name__)
+                log.warning("beat lock not renewed (%s): standing by", reason)
+            elif reason != self._last_error:  # e.g. NOPERM: said once, not at every tick
+                log.warning("beat lock %s not taken (%s): standing by", self.key, reason)
+            self._last_error = reason
             self.held = False
+        else:
+            if self.held:
+                self._renewed_at = time.monotonic()
+            self._last_error = None
         return self.held
 
     def release(self) -> None:
@@ -88,6 +102,7 @@ class LiveScheduler(PersistentScheduler):  # type: ignore[misc]
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
         self._tick_lock = threading.Lock()  # a tick, or a merge of a published schedule
+        self._reserved: set[str] = set()  # entries this process ran (their times are its own)
         self.lock: BeatLock | None = None
         self.active = False
         super().__init__(app, *args, **kwargs)
@@ -155,6 +170,7 @@ class LiveScheduler(PersistentScheduler):  # type: ignore[misc]
     def reserve(self, entry: ScheduleEntry) -> ScheduleEntry:
         """Advance ``entry`` and record its run in Redis before its task is sent."""
         new_entry: ScheduleEntry = super().reserve(entry)
+        self._reserved.add(entry.name)
         assert self.lock is not None
         try:
             self.lock.client.hset(self._last_run_key, entry.name,
@@ -179,7 +195,11 @@ class LiveScheduler(PersistentScheduler):  # type: ignore[misc]
                 continue
             try:
                 when = datetime.fromisoformat(raw_when.decode())
-                if entry.last_run_at is None or when > entry.last_run_at:
+                # The recorded time is the truth, unless this process ran the entry itself
+                # later (its write to Redis failed): a standby's own last_run_at is only its
+                # start time, and keeping it would push the entry back by that much.
+                if (name not in self._reserved or entry.last_run_at is None
+                        or when > entry.last_run_at):
                     entry.last_run_at = when
             except (ValueError, TypeError, UnicodeDecodeError):
                 log.warning("ignored the recorded last run of %s: %r", name, raw_when[:64])

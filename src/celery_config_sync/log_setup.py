@@ -33,7 +33,9 @@ def configure_logging(tag: str, *, level: int | str = logging.INFO,
         for handler in list(logger.handlers):
             if getattr(handler, "celery_config_sync", False):
                 logger.removeHandler(handler)
-        handler = logging.StreamHandler(sys.stderr)
+        # The process's real stderr: Celery replaces sys.stderr with a proxy that logs what is
+        # written to it (worker_redirect_stdouts), which would wrap each line in another one.
+        handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
         handler.celery_config_sync = True  # type: ignore[attr-defined]
         handler.setFormatter(formatter)
         logger.addHandler(handler)
