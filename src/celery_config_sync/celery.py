@@ -44,6 +44,7 @@ from typing import Any
 import click
 from celery.signals import import_modules, task_prerun, worker_process_init
 from celery.worker.control import Panel, inspect_command
+from click.core import ParameterSource
 
 from celery import Celery, bootsteps
 
@@ -289,10 +290,31 @@ class WorkerRole(bootsteps.Step):  # type: ignore[misc]
         if sync is None:
             return
         live = sync.begin("worker")
+        _reapply_early_defaults(worker)
         sync.slot = SharedSlot()
         sync.slot.write(live.current.loaded)
         if sync.env.metrics_port:
             sync.serve_metrics(sync.env.metrics_port)
+
+
+# Options of `celery worker` whose default Celery's command line reads from app.conf while it
+# parses the options, before the shared configuration is loaded: when the option was not
+# given, the worker takes the loaded setting instead (WorkController attribute, setting).
+# Runs before the consumer is built (Celery's Consumer step is the blueprint's last).
+EARLY_DEFAULTS = {"prefetch_multiplier": ("prefetch_multiplier", "worker_prefetch_multiplier")}
+
+
+def _reapply_early_defaults(worker: Any) -> None:
+    context = click.get_current_context(silent=True)
+    if context is None or context.info_name != "worker":
+        return  # a worker built in code: its arguments are its own
+    for option, (attribute, setting) in EARLY_DEFAULTS.items():
+        value = worker.app.conf.get(setting)
+        if (context.get_parameter_source(option) is ParameterSource.DEFAULT
+                and value is not None and getattr(worker, attribute, None) != value):
+            log.info("%s %s from the shared configuration (Celery read its default before "
+                     "it was loaded)", setting, value)
+            setattr(worker, attribute, int(value))
 
 
 class LiveConsumers(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -2,7 +2,8 @@
 processes and a real ``celery worker`` (the demo's app, attached with
 celery_config_sync.celery.attach): the published ``beat_schedule`` is followed live, and of two
 beats exactly one sends, the other taking over when the first is killed, without an entry firing
-twice for one due time.
+twice for one due time. And the worker's own start: what `celery worker` reads of app.conf
+before the configuration is loaded takes the published value.
 
 Assertions are on behaviour (which beat sends, that an entry never fires again before its
 interval is over, that the same process goes on); the times measured are printed, never
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from celery import Celery
 from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.fleet import read_fleet
 from celery_config_sync.redis_layout import Keys, publish
@@ -153,3 +155,25 @@ def test_of_two_beats_one_sends_and_the_other_takes_over(server: RedisServer,
         # Never twice for one due time: the second beat started from the last run the first
         # recorded in Redis, not from its own start.
         assert min(gaps(every)) >= interval - 0.5, gaps(every)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [((), 1 * 2), (("--prefetch-multiplier", "3"),
+                                                               3 * 2)])
+def test_the_worker_prefetches_by_the_published_multiplier_unless_told(
+        server: RedisServer, client: redis.Redis, tmp_path: Path,
+        flags: tuple[str, ...], expected: int) -> None:
+    """`celery worker` reads its --prefetch-multiplier default from app.conf while it parses its
+    options, before the shared configuration is loaded: the attached worker takes the published
+    value (1 in the demo's rpi overlay) unless the flag is given."""
+    assert BASE.base["worker_prefetch_multiplier"] == 1
+    publish(client, NS, BASE, source="v1")
+    worker = start_worker(server.url, tmp_path, "--concurrency", "2", *flags)
+    with running(worker):
+        app = Celery("probe", broker=server.url, set_as_current=False)
+        try:
+            replies = wait_for(lambda: app.control.inspect(timeout=2).stats(), 30,
+                               "the worker's stats")
+        finally:
+            app.close()
+        (stats,) = replies.values()
+        assert stats["prefetch_count"] == expected, stats
