@@ -63,6 +63,11 @@ bench: install ## Load benchmark (and the image/stack reports when images exist)
 	$(PY) bench/reload_bench.py
 	$(PY) bench/tls_bench.py
 
+# Not in `make reports`: about 4-5 minutes on a 2-core machine (12 worker runs of 3000 tasks).
+.PHONY: integration-bench
+integration-bench: install ## What attach() costs: worker throughput (prefork, solo) and send_task, vs plain Celery
+	$(PY) bench/integration_cost.py
+
 .PHONY: bake
 bake: ## Build every image for $(PLATFORMS) with docker buildx bake
 	docker buildx bake
