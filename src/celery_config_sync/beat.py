@@ -71,6 +71,11 @@ class BeatLock:
                 self._lock.reacquire()
             else:
                 self.held = bool(self._lock.acquire(blocking=False, token=self.owner))
+                if not self.held and self._lock.owned():
+                    # Still this beat's in Redis (a renewal that timed out, a loaded Pi): keep
+                    # it rather than wait for its own lock to expire.
+                    self._lock.reacquire()
+                    self.held = True
         except LockError:  # expired and taken by another beat (or Redis lost it)
             log.warning("lost the beat lock %s: another beat schedules now", self.key)
             self.held = False
