@@ -145,9 +145,11 @@ class Api(Service):
         result: dict[str, Any] = response.json()
         return result
 
-    def result(self, task_id: str, timeout: float = 30) -> dict[str, Any]:
+    def result(self, task_id: str, timeout: float = 30,
+               path: str = "/tasks/{}") -> dict[str, Any]:
+        """The task's body once it succeeded or failed (``path``: the app's result route)."""
         def done() -> dict[str, Any] | None:
-            body: dict[str, Any] = self.get(f"/tasks/{task_id}")
+            body: dict[str, Any] = self.get(path.format(task_id))
             return body if body["state"] in ("SUCCESS", "FAILURE") else None
 
         found: dict[str, Any] = wait_for(done, timeout, f"task {task_id}", interval=0.05)

@@ -90,12 +90,7 @@ def order(api: Api, order_id: int) -> dict[str, Any]:
 
 
 def result(api: Api, task_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        body: dict[str, Any] = api.get(f"/orders/tasks/{task_id}")
-        return body if body["state"] in ("SUCCESS", "FAILURE") else None
-
-    found: dict[str, Any] = wait_for(done, 30, f"task {task_id}", interval=0.05)
-    return found
+    return api.result(task_id, path="/orders/tasks/{}")
 
 
 def test_the_api_sends_and_the_worker_consumes_by_the_shared_routes(
