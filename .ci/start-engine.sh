@@ -91,6 +91,16 @@ if ! docker info >/dev/null 2>&1; then
 fi
 uses_containerd_store || die "dockerd answers but does not use the containerd image store"
 
+# A swarm on an engine these scripts run can only be one that a killed run left in the data
+# root (the swarm tier leaves its swarm on exit); it would keep the tier from making its own.
+# Left here in CI only: elsewhere the engine may be someone's real swarm.
+swarm=$(docker info --format '{{.Swarm.LocalNodeState}}')
+if [ "$swarm" != inactive ] && [ "${CI:-}" = true ] && [ -f "$DOCKERD_PID" ] &&
+    kill -0 "$(cat "$DOCKERD_PID")" 2>/dev/null; then
+    log "the engine is in a swarm ($swarm) that a killed run left behind: leaving it"
+    docker swarm leave --force >/dev/null
+fi
+
 # ---- arm64 emulation -----------------------------------------------------------
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
     log "mounting binfmt_misc"

@@ -54,6 +54,9 @@ NODE_IMAGE = "ccs-swarm-node:test"
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "127.0.0.1:5000/debian:bookworm-slim")
 REDIS_LABEL = "celery-config-sync.redis"
 ZONE_LABEL = "celery-config-sync.zone"
+# Put on the manager right after `swarm init`: a swarm that carries it was made by this module,
+# and one found at start can only be left by a run that was killed (it is left, not refused).
+MADE_HERE_LABEL = "celery-config-sync.test-cluster"
 
 
 class SwarmUnavailable(Exception):
@@ -173,10 +176,20 @@ def _start_node(name: str, hostname: str, forward: str) -> Node:
     return node
 
 
+def _made_here() -> bool:
+    label = docker("node", "inspect", "self", "--format",
+                   f'{{{{index .Spec.Labels "{MADE_HERE_LABEL}"}}}}', check=False)
+    return label.returncode == 0 and label.stdout.strip() == "true"
+
+
 @contextmanager
 def swarm_cluster(extra_nodes: int = 1) -> Iterator[Cluster]:
     """This engine as manager plus ``extra_nodes`` node containers, in one swarm."""
     state = swarm_state()
+    if state != "inactive" and _made_here():
+        print(f"swarm_cluster: leaving the swarm a killed run left behind ({state})")
+        docker("swarm", "leave", "--force", timeout=120)
+        state = swarm_state()
     if state != "inactive":
         raise SwarmUnavailable(f"the engine is already in a swarm (LocalNodeState {state!r}) "
                                f"that this test did not create: it will not join nor leave it")
@@ -201,8 +214,9 @@ def swarm_cluster(extra_nodes: int = 1) -> Iterator[Cluster]:
                 docker("network", "rm", "docker_gwbridge", check=False)
 
         docker("swarm", "init", "--advertise-addr", gateway)
-        token = docker("swarm", "join-token", "--quiet", "worker").stdout.strip()
         hostname = docker("info", "--format", "{{.Name}}").stdout.strip()
+        docker("node", "update", "--label-add", f"{MADE_HERE_LABEL}=true", hostname)
+        token = docker("swarm", "join-token", "--quiet", "worker").stdout.strip()
         cluster = Cluster(Node(hostname, "127.0.0.1"))
         for index in range(1, extra_nodes + 1):
             containers.append(f"ccs-swarm-{os.getpid()}-node{index}")
