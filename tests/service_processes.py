@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -123,8 +124,15 @@ def start_beat(redis_url: str, workdir: Path, *args: str, name: str = "beat",
 @dataclass
 class Api(Service):
     port: int = 0
+    # The bearer token of its CELERY_CONFIG_API_TOKEN_FILE (None: started without one), sent
+    # by ``client`` on every request.
+    token: str | None = None
 
     http: httpx.Client | None = None  # one kept-alive client: polling must not load the CPU
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @property
     def url(self) -> str:
@@ -133,7 +141,7 @@ class Api(Service):
     @property
     def client(self) -> httpx.Client:
         if self.http is None:
-            self.http = httpx.Client(base_url=self.url, timeout=10)
+            self.http = httpx.Client(base_url=self.url, timeout=10, headers=self.auth)
         return self.http
 
     def get(self, path: str) -> Any:
@@ -157,12 +165,21 @@ class Api(Service):
 
 
 def start_api(redis_url: str, workdir: Path, *, name: str = "api",
-              target: str = "api_service.app:app", cwd: Path = ROOT, **extra: str) -> Api:
+              target: str = "api_service.app:app", cwd: Path = ROOT, token: bool = True,
+              **extra: str) -> Api:
+    """A ``uvicorn`` process serving ``target``; with ``token`` (unless ``extra`` names a token
+    file of its own) a fresh bearer token in ``workdir/<name>-token`` that its client sends."""
     port = free_port()
+    secret = None
+    if token and "CELERY_CONFIG_API_TOKEN_FILE" not in extra:
+        secret = secrets.token_urlsafe(32)
+        token_file = workdir / f"{name}-token"
+        token_file.write_text(secret + "\n")
+        extra = {**extra, "CELERY_CONFIG_API_TOKEN_FILE": str(token_file)}
     spawned = spawn(name, [str(BIN / "uvicorn"), target, "--host", "127.0.0.1",
                            "--port", str(port)], redis_url, workdir, cwd, **extra)
     process = spawned.process
-    api = Api(name, process, spawned.log_path, port)
+    api = Api(name, process, spawned.log_path, port, secret)
 
     def ready() -> bool:
         if process.poll() is not None:

@@ -1,7 +1,8 @@
 """The demo's FastAPI app: ``uvicorn api_service.app:app``.
 
 Its own endpoints only: enqueue a task by name, routed by the shared configuration, without
-importing the worker; read a task's result; lead ``/`` to the health page. Everything else
+importing the worker; read a task's result (both with the bearer token of
+CELERY_CONFIG_API_TOKEN_FILE, posts in JSON only); lead ``/`` to the health page. Everything else
 (following the configuration live, probes, status, metrics, the health page) is the library's
 public FastAPI integration (celery_config_sync.fastapi), as any app would use it. The API docs
 (``/docs``, ``/redoc``) load every asset from the API itself: a Pi at home is often offline.
@@ -19,10 +20,11 @@ from fastapi_offline import FastAPIOffline
 
 from celery import Celery
 from celery_config_sync.celery import attach
-from celery_config_sync.fastapi import AppliedConfig, config_router
+from celery_config_sync.fastapi import AppliedConfig, TaskAccess, config_router, protect
 
 # Dotted names only, matched whole (a trailing newline is refused too).
 TASK_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+")
+MAX_TASK_NAME = 200  # characters; an error body quotes at most 64 of them
 log = logging.getLogger("api_service")
 
 celery = Celery("api_service")
@@ -33,6 +35,9 @@ attach(celery, loggers=("api_service",))
 app = FastAPIOffline(title="celery-config-sync API",
                      # No "validate this spec" badge fetched from validator.swagger.io.
                      swagger_ui_parameters={"validatorUrl": None})
+# Host names, body size, short error bodies, 503 when Redis does not answer (README, "The API on
+# a network"); the task endpoints below also require the token (TaskAccess).
+protect(app)
 app.include_router(config_router(celery, service="api"))
 
 
@@ -41,14 +46,14 @@ def root() -> RedirectResponse:
     return RedirectResponse("health")
 
 
-@app.post("/tasks/{name}", status_code=202)
+@app.post("/tasks/{name}", status_code=202, dependencies=[TaskAccess])
 def enqueue(name: str, applied: AppliedConfig,
             payload: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
     """Send task ``name`` (a route for it must exist) with ``{"args": [...], "kwargs": {...}}``."""
-    if not TASK_NAME.fullmatch(name):
-        raise HTTPException(422, f"invalid task name {name!r}")
+    if len(name) > MAX_TASK_NAME or not TASK_NAME.fullmatch(name):
+        raise HTTPException(422, f"invalid task name {name[:64]!r}")
     if applied.routing.explicit_route(name) is None:
-        raise HTTPException(404, f"no route for task {name!r} in configuration version "
+        raise HTTPException(404, f"no route for task {name[:64]!r} in configuration version "
                                  f"{applied.loaded.version}")
     payload = payload or {}
     args, kwargs = payload.get("args", []), payload.get("kwargs", {})
@@ -62,7 +67,7 @@ def enqueue(name: str, applied: AppliedConfig,
             "config_version": applied.loaded.version}
 
 
-@app.get("/tasks/{task_id}")
+@app.get("/tasks/{task_id}", dependencies=[TaskAccess])
 def task_status(task_id: str) -> dict[str, Any]:
     result = celery.AsyncResult(task_id)
     body: dict[str, Any] = {"id": task_id, "state": result.state}

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 import redis
 from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from .errors import CeleryConfigError, RedisAccessDenied
+from .secret_files import read_secret
 
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
@@ -23,7 +23,11 @@ T = TypeVar("T")
 
 def redacted(url: str) -> str:
     """The URL with its password hidden, safe for logs and error lines."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a malformed host or port raises here, not later)
+    except ValueError:
+        return "<unparsable URL>"  # it may hold a password that cannot be located
     if parts.password is None:
         return url
     user, _, host = parts.netloc.rpartition("@")
@@ -32,29 +36,32 @@ def redacted(url: str) -> str:
 
 
 def read_password(path: str) -> str:
-    """The password in the file ``path`` (a mounted secret), without its trailing newline."""
-    try:
-        # newline="": the bytes as written (a lone \r stays \r), then the line end dropped.
-        with Path(path).open(encoding="utf-8", newline="") as file:
-            password = file.read().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CeleryConfigError(f"password file {path}: cannot read it "
-                                f"({getattr(exc, 'strerror', None) or exc})") from None
-    if not password:
-        raise CeleryConfigError(f"password file {path}: empty")
-    return password
+    """The password in the file ``path`` (a mounted secret), without its trailing newline; read
+    with a size cap (secret_files.read_secret)."""
+    return read_secret(path, "password file")
 
 
 def with_password(url: str, password: str) -> str:
     """``url`` carrying ``password`` for the user it names (``redis://worker@redis:6379/0``);
     refused when the URL holds a password already (two sources, one would be ignored)."""
-    parts = urlsplit(url)
+    parts = split_url(url)
     if parts.password is not None:
         raise CeleryConfigError(f"Redis URL {redacted(url)!r} holds a password and a password "
                                 "file is set too: keep the password in the file only")
     user, _, host = parts.netloc.rpartition("@")
     netloc = f"{user}:{quote(password, safe='')}@{host}"
     return parts._replace(netloc=netloc).geturl()
+
+
+def split_url(url: str) -> SplitResult:
+    """``url`` split, or one clear error (exit 2) for a malformed one (an unclosed IPv6
+    bracket, a port that is not a number) instead of urllib's ValueError."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError as exc:
+        raise CeleryConfigError(f"invalid Redis URL {redacted(url)!r}: {exc}") from None
+    return parts
 
 
 class BoundedRetry(Retry):
@@ -112,7 +119,7 @@ def make_client(url: str, *, retries: int = 3, connect_timeout: float = CONNECT_
     after it (``redis.TimeoutError``). Without it, an operation against a Redis that accepts
     connections and never answers takes ``(retries + 1) x socket_timeout`` plus the backoff
     (about 20 s with the defaults)."""
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+    if split_url(url).scheme not in ("redis", "rediss", "unix"):
         raise CeleryConfigError(f"invalid Redis URL {redacted(url)!r}: "
                                 "expected redis://, rediss:// or unix://")
     attempt_time = 0.0

@@ -56,6 +56,16 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(name.strip() for name in text.split(",") if name.strip())
 
 
+def _host_names(text: str) -> frozenset[str]:
+    """Comma-separated Host names (``*``: any), compared lower-case and without a port."""
+    names = _names(text.lower())
+    for name in names:
+        bare_ipv6_or_port = ":" in name and not name.startswith("[")
+        if name != "*" and (bare_ipv6_or_port or any(c.isspace() or c in "/@" for c in name)):
+            raise ValueError(f"{name!r} is not a host name (no port, no scheme; IPv6 in [])")
+    return frozenset(name.strip("[]") for name in names)
+
+
 def _port(text: str) -> int:
     value = int(text or "0")
     if not 0 <= value <= 65535:
@@ -90,6 +100,15 @@ class Environment:
     # How long the active beat's lock lives without renewal: a standby beat takes over within
     # this (plus one tick) when the active one dies.
     beat_lock_timeout: float = 30.0
+    # The API on a network (celery_config_sync.fastapi; README, "The API on a network"): the
+    # file of bearer tokens that task endpoints require (None: they are open, with a warning),
+    # whether the read-only views require one too, Host names allowed besides the stack's own,
+    # the largest request body, and the deadline of each Redis call on a request path.
+    api_token_file: str | None = None
+    api_protect_views: bool = False
+    api_allowed_hosts: frozenset[str] = frozenset()
+    api_max_body_bytes: int = 32768
+    api_redis_timeout: float = 3.0
     # Read from redis_password_file once, at start: it is in redis_url too. Never shown.
     redis_password: str | None = field(default=None, repr=False, compare=False)
 
@@ -153,4 +172,9 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
                           _at_least(int, 0, unit=" (bytes)")),
     "metrics_port": ("CELERY_CONFIG_METRICS_PORT", _port),
     "beat_lock_timeout": ("CELERY_CONFIG_BEAT_LOCK_TIMEOUT", _at_least(float, 0, strict=True)),
+    "api_token_file": ("CELERY_CONFIG_API_TOKEN_FILE", _optional),
+    "api_protect_views": ("CELERY_CONFIG_API_PROTECT_VIEWS", _flag),
+    "api_allowed_hosts": ("CELERY_CONFIG_API_ALLOWED_HOSTS", _host_names),
+    "api_max_body_bytes": ("CELERY_CONFIG_API_MAX_BODY_BYTES", _at_least(int, 1, unit=" (bytes)")),
+    "api_redis_timeout": ("CELERY_CONFIG_API_REDIS_TIMEOUT", _at_least(float, 0, strict=True)),
 }

@@ -73,20 +73,26 @@ only); the routes that read Redis run in the thread pool.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+import kombu.exceptions
+import redis
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from celery import Celery
 
+from .api_guard import ApiSecurity, FailedAttempts, RequestGuard, excerpt
+from .api_guard import log as api_log
 from .celery import ConfigSync, attach
 from .health_page import STATIC_FILES, static_file
 from .health_page.render import PAGE_HEADERS, render_live, render_page
@@ -112,6 +118,14 @@ class ConfigState:
     sync: ConfigSync
     metrics: ServiceMetrics
     health: HealthSource
+    # Who may call what (the token file and its companions, read when the server starts), and
+    # the log of refused credentials.
+    security: ApiSecurity = field(default_factory=ApiSecurity)
+    failures: FailedAttempts = field(default_factory=FailedAttempts)
+    # Task endpoints running at once (broker_pool_limit: one producer each). A request waits
+    # at most one Redis deadline for a slot, then is a 503: a slow Redis cannot queue requests
+    # without bound, nor hold more than these of the server's threads.
+    task_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(10))
 
     @property
     def current(self) -> Applied:
@@ -131,19 +145,28 @@ def config_lifespan(celery_app: Celery, *, service: str = "api") -> Lifespan:
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
         sync = attach(celery_app)
+        # The token file first: a token that cannot be read stops the start (one line).
+        security = ApiSecurity.from_environment(sync.env)
+        if not security.requires_token:
+            api_log.warning("CELERY_CONFIG_API_TOKEN_FILE is not set: task endpoints are open "
+                            "to every client that reaches this port")
         started_here = not _following(sync)
         if started_here:
             # Redis with its retries, then the fallback files: blocking work, kept off the
             # event loop that the app's other lifespans may already use.
             await run_in_threadpool(sync.start, service)
+        # After the load: the shared settings replace broker_transport_options whole.
+        bound_redis_calls(celery_app, security.redis_timeout)
         try:
             live = sync.live
             assert live is not None
             metrics = ServiceMetrics(live, broker_client(celery_app.conf.broker_url,
                                                          sync.env.redis_password))
             try:
-                yield {STATE_KEY: ConfigState(sync, metrics, HealthSource.of(live,
-                                                                              metrics.broker))}
+                slots = asyncio.Semaphore(max(1, int(celery_app.conf.broker_pool_limit or 10)))
+                yield {STATE_KEY: ConfigState(sync, metrics,
+                                              HealthSource.of(live, metrics.broker), security,
+                                              task_slots=slots)}
             finally:
                 with contextlib.suppress(ValueError):
                     live.observers.remove(metrics)  # this run's metrics stop counting
@@ -154,6 +177,37 @@ def config_lifespan(celery_app: Celery, *, service: str = "api") -> Lifespan:
                 await run_in_threadpool(sync.stop)  # the watcher's join, the record's delete
 
     return lifespan
+
+
+def bound_redis_calls(celery_app: Celery, timeout: float) -> None:
+    """Give every Redis call the API makes through ``celery_app`` (a task sent, a result read)
+    a deadline of about ``timeout`` seconds: socket timeouts on the broker's and the result
+    backend's clients, no reconnect loop in the result backend, and one publish retry at most
+    (a connection Redis dropped is replaced once; a Redis that does not answer is an error,
+    which :func:`protect` answers 503). Without them a paused Redis holds each request, and
+    its thread, for minutes.
+
+    Called by :func:`config_lifespan` once the configuration is loaded (the shared settings
+    replace ``broker_transport_options`` whole): the broker's connection pool, made at the
+    first task sent, keeps these options across later versions."""
+    conf = celery_app.conf
+    # A send makes up to three calls that may each wait (the result channel's subscription,
+    # its reconnect, the publish): together within the deadline.
+    per_call = max(timeout / 3, 0.05)
+    options = {"socket_timeout": per_call, "socket_connect_timeout": per_call}
+    conf.broker_transport_options = {**(conf.broker_transport_options or {}), **options}
+    # The result backend's reconnect (when it subscribes to a sent task's channel) retries 20
+    # times by default while the thread holds one of the broker_pool_limit producers: the
+    # other sends queue behind it with no deadline at all.
+    conf.result_backend_transport_options = {
+        **(conf.result_backend_transport_options or {}),
+        "retry_policy": {"max_retries": 0, "interval_start": 0, "interval_step": 0,
+                         "interval_max": 0}}
+    conf.redis_socket_timeout = per_call
+    conf.redis_socket_connect_timeout = per_call
+    conf.broker_connection_timeout = per_call
+    conf.task_publish_retry_policy = {"max_retries": 1, "interval_start": 0,
+                                      "interval_step": 0, "interval_max": 0}
 
 
 def _following(sync: ConfigSync) -> bool:
@@ -180,7 +234,97 @@ async def applied_config(request: Request) -> Applied:
     return (await config_state(request)).current
 
 
+def _refuse(request: Request, state: ConfigState, reason: str) -> HTTPException:
+    address = request.client.host if request.client else "unknown"
+    state.failures.refused(address, request.url.path, reason)
+    return HTTPException(401, "a valid bearer token is required (Authorization: Bearer ...)",
+                         headers={"WWW-Authenticate": "Bearer"})
+
+
+async def task_access(request: Request) -> AsyncIterator[None]:
+    """Dependency of the endpoints that send tasks or read their results: the bearer token of
+    CELERY_CONFIG_API_TOKEN_FILE (401 without it or with another; open when the variable is not
+    set), for a request with a body (POST, PUT, PATCH) ``Content-Type: application/json``
+    (415 otherwise: a form another site submits cannot post), and one of the task slots
+    (``broker_pool_limit`` at once; 503 with ``Retry-After`` when none frees within the Redis
+    deadline)."""
+    state = await config_state(request)
+    if state.security.requires_token and not state.security.token_accepted(
+            request.headers.get("authorization")):
+        reason = "a missing" if "authorization" not in request.headers else "a wrong"
+        raise _refuse(request, state, f"{reason} bearer token")
+    if request.method in ("POST", "PUT", "PATCH"):
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise HTTPException(415, "the body must be application/json, not "
+                                     f"{excerpt(media_type or 'none', 40)}")
+    try:
+        await asyncio.wait_for(state.task_slots.acquire(), state.security.redis_timeout)
+    except TimeoutError:
+        raise HTTPException(503, "every task slot is waiting for Redis, try again later",
+                            headers={"Retry-After": state.security.retry_after}) from None
+    try:
+        yield
+    finally:
+        state.task_slots.release()
+
+
+async def view_access(request: Request) -> None:
+    """Dependency of the read-only views (status, configuration, metrics, the health page): the
+    bearer token too when CELERY_CONFIG_API_PROTECT_VIEWS is true, else open."""
+    state = await config_state(request)
+    if state.security.protect_views and state.security.requires_token and not (
+            state.security.token_accepted(request.headers.get("authorization"))):
+        raise _refuse(request, state, "a missing or wrong bearer token (views)")
+
+
+def protect(app: FastAPI, security: ApiSecurity | None = None) -> None:
+    """What an app on a network needs besides :data:`TaskAccess` on its task endpoints: the Host
+    header checked and the body size capped (:class:`RequestGuard`, settings from the
+    environment unless given), validation errors (422) that quote at most a short excerpt of
+    the input, and a Redis that does not answer in time answered 503 with ``Retry-After``
+    rather than a 500. Call it once, before the app serves."""
+    app.add_middleware(RequestGuard, security=security)  # type: ignore[arg-type]
+    retry_after = (security or ApiSecurity()).retry_after
+
+    async def short_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [{"loc": list(error.get("loc", ()))[:8], "msg": excerpt(error.get("msg", "")),
+                   "type": error.get("type"),
+                   **({"input": excerpt(error["input"])} if "input" in error else {})}
+                  for error in exc.errors()[:10]]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        state = _state(request)
+        after = state.security.retry_after if state is not None else retry_after
+        api_log.warning("Redis did not answer %s %s: %s: %s", request.method,
+                        excerpt(request.url.path, 64), type(exc).__name__, excerpt(str(exc)))
+        return JSONResponse({"detail": "Redis is unavailable, try again later"},
+                            status_code=503, headers={"Retry-After": after})
+
+    async def runtime_error(request: Request, exc: Exception) -> Response:
+        # Celery's result consumer turns a failed reconnect into a RuntimeError ("the Celery
+        # application must be restarted"); it reconnects on the next call once Redis is back.
+        if isinstance(exc.__cause__, REDIS_ERRORS):
+            return await redis_unavailable(request, exc)
+        api_log.error("%s %s failed: %s", request.method, excerpt(request.url.path, 64),
+                      excerpt(f"{type(exc).__name__}: {exc}", 200))
+        return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+
+    app.add_exception_handler(RequestValidationError, short_validation_error)
+    app.add_exception_handler(RuntimeError, runtime_error)
+    for kind in REDIS_ERRORS:
+        app.add_exception_handler(kind, redis_unavailable)
+
+
+# What a Redis that is paused, gone or refusing raises through redis-py, kombu and Celery.
+REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.RedisError, kombu.exceptions.OperationalError, TimeoutError, ConnectionError)
+
 ConfigStateDep = Annotated[ConfigState, Depends(config_state)]
+TaskAccess = Depends(task_access)
+ViewAccess = Depends(view_access)
 AppliedConfig = Annotated[Applied, Depends(applied_config)]
 Version = Annotated[int, Query(ge=1)]
 
@@ -201,6 +345,8 @@ def config_router(celery_app: Celery | None = None, *, service: str = "api", pag
 
 
 def _probes_and_status(router: APIRouter) -> None:
+    """/healthz and /readyz are always open (an orchestrator's probe has no token); the other
+    routes are views (:func:`view_access`)."""
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
@@ -217,19 +363,19 @@ def _probes_and_status(router: APIRouter) -> None:
                              **{k: status[k] for k in ("published_version", "lagging",
                                                        "restart_required", "last_error")}})
 
-    @router.get("/config/status")
+    @router.get("/config/status", dependencies=[ViewAccess])
     async def config_status(state: ConfigStateDep) -> dict[str, Any]:
         """What this instance applies, what Redis holds, and whether it lags."""
         return state.sync.status()
 
-    @router.get("/config")
+    @router.get("/config", dependencies=[ViewAccess])
     async def config(applied: AppliedConfig) -> dict[str, Any]:
         """The configuration this instance applies (secrets redacted)."""
         loaded = applied.loaded
         return {**loaded.summary(), "meta": redact(loaded.meta),
                 **redact(loaded.document.sections())}
 
-    @router.get("/metrics", include_in_schema=False)
+    @router.get("/metrics", include_in_schema=False, dependencies=[ViewAccess])
     def metrics(request: Request, state: ConfigStateDep) -> Response:
         """Prometheus exposition (OpenMetrics when the scraper asks for it); the queue depths
         read the broker's Redis, hence the thread pool."""
@@ -238,7 +384,7 @@ def _probes_and_status(router: APIRouter) -> None:
 
 
 def _health_page(router: APIRouter) -> None:
-    @router.get("/health", include_in_schema=False)
+    @router.get("/health", include_in_schema=False, dependencies=[ViewAccess])
     def health(request: Request, state: ConfigStateDep,
                old: Annotated[int | None, Query(alias="from", ge=1)] = None,
                new: Annotated[int | None, Query(alias="to", ge=1)] = None) -> HTMLResponse:
@@ -250,17 +396,17 @@ def _health_page(router: APIRouter) -> None:
                                         docs=_docs_link(request)),
                             headers=PAGE_HEADERS)
 
-    @router.get("/health/live", include_in_schema=False)
+    @router.get("/health/live", include_in_schema=False, dependencies=[ViewAccess])
     def health_live(state: ConfigStateDep) -> HTMLResponse:
         """The part of the page that its script refreshes every few seconds."""
         return HTMLResponse(render_live(health_view(state.health)), headers=PAGE_HEADERS)
 
-    @router.get("/health.json")
+    @router.get("/health.json", dependencies=[ViewAccess])
     def health_json(state: ConfigStateDep) -> dict[str, Any]:
         """What the health page shows, as JSON: published version, fleet, queues, history."""
         return health_view(state.health)
 
-    @router.get("/health/diff.json")
+    @router.get("/health/diff.json", dependencies=[ViewAccess])
     def health_diff(state: ConfigStateDep, old: Annotated[Version, Query(alias="from")],
                     new: Annotated[Version, Query(alias="to")]) -> dict[str, Any]:
         """The changes from one version of the history to another, each tagged live or
@@ -302,12 +448,21 @@ def _docs_link(request: Request) -> str | None:
 
 
 __all__ = [
+    "REDIS_ERRORS",
     "STATE_KEY",
+    "ApiSecurity",
     "AppliedConfig",
     "ConfigState",
     "ConfigStateDep",
+    "RequestGuard",
+    "TaskAccess",
+    "ViewAccess",
     "applied_config",
+    "bound_redis_calls",
     "config_lifespan",
     "config_router",
     "config_state",
+    "protect",
+    "task_access",
+    "view_access",
 ]

@@ -10,13 +10,14 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from celery_config_sync.fastapi import config_router
+from celery_config_sync.fastapi import TaskAccess, config_router, protect
 
 from .celery_app import app as celery_app
 from .emails import send_receipt
 from .invoices import render
 
 app = FastAPI(title="orders")
+protect(app)  # Host names, body size, short error bodies, 503 when Redis does not answer
 app.include_router(config_router(celery_app))
 
 
@@ -30,7 +31,7 @@ def _queue(task_name: str) -> str:
     return str(celery_app.amqp.router.route({}, task_name)["queue"].name)
 
 
-@app.post("/orders", status_code=202)
+@app.post("/orders", status_code=202, dependencies=[TaskAccess])
 def place(order: Order) -> dict[str, Any]:
     receipt = send_receipt.delay(order.order_id, order.email)
     invoice = render.delay(order.order_id)
@@ -38,7 +39,7 @@ def place(order: Order) -> dict[str, Any]:
             "queues": {"receipt": _queue(send_receipt.name), "invoice": _queue(render.name)}}
 
 
-@app.get("/orders/tasks/{task_id}")
+@app.get("/orders/tasks/{task_id}", dependencies=[TaskAccess])
 def task(task_id: str) -> dict[str, Any]:
     result = celery_app.AsyncResult(task_id)
     body: dict[str, Any] = {"id": task_id, "state": result.state}
