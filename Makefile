@@ -90,7 +90,7 @@ reports: bench images-report stack-report swarm-report ## Every printed report (
 # The compose stack (compose/compose.yaml). The project name is the file's own
 # (celery-config-sync), the same as `docker compose --profile rpi up` from the root.
 .PHONY: secrets
-secrets: ## Create the Redis passwords once (secrets/, git-ignored); existing ones are kept
+secrets: ## Create the Redis passwords and the API token once (secrets/, git-ignored); existing ones are kept
 	sh compose/make-secrets.sh secrets
 
 .PHONY: tls

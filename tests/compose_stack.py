@@ -32,7 +32,8 @@ FOREIGN = ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "DOCKER_D
            "API_PORT", "API_BIND", "CELERY_CONFIG_WAIT_TIMEOUT", "CELERY_CONFIG_ON_TIMEOUT",
            "CELERY_CONFIG_LIVE_RELOAD", "CELERY_CONFIG_ON_RESTART_REQUIRED",
            "CELERY_CONFIG_HEARTBEAT_INTERVAL", "CELERY_CONFIG_BEAT_LOCK_TIMEOUT",
-           "CELERY_SECRETS_DIR", "API_DEV_PORT", "REDIS_DEV_PORT", "BEAT_REPLICAS")
+           "CELERY_SECRETS_DIR", "API_DEV_PORT", "REDIS_DEV_PORT", "BEAT_REPLICAS",
+           "CELERY_CONFIG_API_ALLOWED_HOSTS", "CELERY_CONFIG_API_PROTECT_VIEWS")
 TLS_FILE = ROOT / "compose" / "tls.yaml"
 MAKE_SECRETS = ROOT / "compose" / "make-secrets.sh"
 MAKE_TLS = ROOT / "compose" / "make-tls.sh"
@@ -99,6 +100,16 @@ class Stack:
 
     def password(self, role: str) -> str:
         return (self.secrets / f"redis-{role}").read_text().strip()
+
+    @property
+    def token(self) -> str:
+        """The API's bearer token (the api-token secret, made with the passwords)."""
+        return (self.secrets / "api-token").read_text().strip()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header the task endpoints require (README, "The API on a network")."""
+        return {"Authorization": f"Bearer {self.token}"}
 
     # ------------------------------------------------------------------ compose and docker
     def environ(self, **extra: str) -> dict[str, str]:
@@ -186,7 +197,8 @@ class Stack:
         return found
 
     def enqueue(self, task: str) -> dict[str, Any]:
-        response = httpx.post(f"{self.url}/tasks/{task}", json={}, timeout=30)
+        response = httpx.post(f"{self.url}/tasks/{task}", json={}, headers=self.auth,
+                              timeout=30)
         assert response.status_code == 202, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -197,7 +209,8 @@ class Stack:
 
         def done() -> bool:
             try:
-                response = httpx.get(f"{self.url}/tasks/{task_id}", timeout=10)
+                response = httpx.get(f"{self.url}/tasks/{task_id}", headers=self.auth,
+                                     timeout=10)
             except httpx.HTTPError:
                 return False
             if response.status_code != 200:

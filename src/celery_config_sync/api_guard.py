@@ -9,8 +9,9 @@ when Redis does not answer. Used by celery_config_sync.fastapi (its public names
 - Failed attempts are logged once per client address and per minute, with the count of the
   ones not logged: a client trying tokens cannot fill the log.
 - :class:`RequestGuard`, an ASGI middleware: the Host header must name this service (DNS
-  rebinding), a body larger than the limit is refused with 413 before it is read whole (its
-  Content-Length, then the bytes counted as they arrive, for a chunked body).
+  rebinding; the probes /healthz and /readyz excepted), a body larger than the limit is
+  refused with 413 before it is read whole (its Content-Length, then the bytes counted as
+  they arrive, for a chunked body).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # What the stack serves: loopback, and the service's name on the stack's network (prometheus,
 # the other services). CELERY_CONFIG_API_ALLOWED_HOSTS adds to these.
 DEFAULT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "api"})
+PROBES = ("/healthz", "/readyz")
 EXCERPT = 80  # characters of a client's input an error body may quote
 
 
@@ -172,7 +174,10 @@ class RequestGuard:
             return
         headers = {key.decode("latin-1").lower(): value.decode("latin-1")
                    for key, value in scope.get("headers", ())}
-        if not self.security.host_allowed(headers.get("host")):
+        # The probes answer any Host: an orchestrator probes the container's address (a
+        # Kubernetes httpGet sends the pod's IP), and they tell nothing worth a rebinding.
+        probe = scope["method"] == "GET" and scope["path"].endswith(PROBES)
+        if not probe and not self.security.host_allowed(headers.get("host")):
             await _answer(send, 400, f"host not allowed: {excerpt(headers.get('host', ''))}; "
                                      "see CELERY_CONFIG_API_ALLOWED_HOSTS")
             return

@@ -39,6 +39,7 @@ from .log_setup import TAGS, configure_logging
 from .redis_layout import Keys, PublishResult, clear, publish
 from .source import load_source
 from .status_report import status_report
+from .terminal_text import shown
 from .validation import redact
 from .waiting import wait_for_redis, wait_for_version
 
@@ -121,6 +122,11 @@ class Context:
         self.env = env
         self.deadline = time.monotonic() + max(env.wait_timeout, 1.0)
 
+    @property
+    def import_budget(self) -> float:
+        """Seconds a source's import may take (what is left of the command's budget)."""
+        return max(1.0, self.deadline - time.monotonic())
+
     def client(self, deadline: float | None = None) -> redis.Redis:
         """A client bounded by ``deadline`` (``time.monotonic()``), by default the command's."""
         return make_client(self.env.redis_url,
@@ -184,8 +190,9 @@ def publish_command(ctx: Context, source: str | None, overlay: str | None, force
     wait = ctx.env.wait_timeout if timeout is None else timeout
     deadline = time.monotonic() + wait  # the whole command: the wait for Redis and the publish
     source, overlay = _source(ctx, source, overlay)
-    # An invalid source: exit 2 before touching Redis.
-    document = load_source(source, overlay, allow=ctx.env.allow_unsafe)
+    # An invalid source: exit 2 before touching Redis; its import counts in the budget.
+    document = load_source(source, overlay, allow=ctx.env.allow_unsafe,
+                           timeout=max(1.0, deadline - time.monotonic()))
     if not wait_for_redis(ctx.env.redis_url, max(0.0, deadline - time.monotonic())):
         raise RedisUnavailable(f"Redis {redacted(ctx.env.redis_url)} still unreachable "
                                f"after {wait:g} s")
@@ -286,7 +293,8 @@ def clear_command(ctx: Context, yes: bool) -> None:
 def export_command(ctx: Context, source: str | None, overlay: str | None, output: str) -> None:
     """Write the snapshot file (the last fallback) from the source, without Redis."""
     source, overlay = _source(ctx, source, overlay)
-    document = load_source(source, overlay, allow=ctx.env.allow_unsafe)
+    document = load_source(source, overlay, allow=ctx.env.allow_unsafe,
+                           timeout=ctx.import_budget)
     label = f"{source}+{overlay}" if overlay else source
     text = render(document, version=0, meta={"source": label, "sha256": document.sha256})
     if output == "-":
@@ -310,7 +318,8 @@ def diff_command(ctx: Context, source: str | None, overlay: str | None,
     1 different."""
     if from_version is None and to_version is None:
         source, overlay = _source(ctx, source, overlay)
-        document = load_source(source, overlay, allow=ctx.env.allow_unsafe)
+        document = load_source(source, overlay, allow=ctx.env.allow_unsafe,
+                               timeout=ctx.import_budget)
         try:
             published = ctx.reader().load().document
         except NotPublished:
@@ -359,16 +368,18 @@ def status_command(ctx: Context, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(report))
     else:
-        click.echo(f"published version {version}  sha256 {sha256[:12]}  "
-                   f"change {change['kind']}  by {report['publisher']}")
+        click.echo(f"published version {version}  sha256 {shown(sha256[:12])}  "
+                   f"change {shown(change['kind'])}  by {shown(report['publisher'])}")
         click.echo(f"\n{'SERVICE':<8} {'INSTANCE':<28} {'VERSION':>7} {'SHA256':<12} "
                    f"{'SOURCE':<16} {'BEAT':>5}  STATE")
         for record in fleet:
-            click.echo(f"{record.get('service', ''):<8} {record.get('instance', ''):<28} "
-                       f"{record.get('version', ''):>7} {record.get('sha256', '')[:12]:<12} "
-                       f"{record.get('source', ''):<16} "
-                       f"{record.get('heartbeat_age', '-')!s:>5}  "
-                       f"{'; '.join(record['problems']) or 'in sync'}")
+            # Every field as stored by whoever wrote the record: escaped (terminal_text).
+            field = {key: shown(value) for key, value in record.items() if key != "problems"}
+            click.echo(f"{field.get('service', ''):<8} {field.get('instance', ''):<28} "
+                       f"{field.get('version', ''):>7} {field.get('sha256', '')[:12]:<12} "
+                       f"{field.get('source', ''):<16} "
+                       f"{field.get('heartbeat_age', '-')!s:>5}  "
+                       f"{shown('; '.join(record['problems'])) or 'in sync'}")
         if not fleet:
             click.echo("(no running instance reports to this namespace)")
         if report["fleet_hidden"]:
@@ -398,9 +409,11 @@ def history_command(ctx: Context, fmt: str) -> None:
     click.echo(f"{'VERSION':>7} {'SHA256':<12} {'PUBLISHED_AT':<25} {'PUBLISHER':<20} "
                f"{'SOURCE':<28} {'CHANGE':<16} SUMMARY")
     for entry in entries:
-        click.echo(f"{entry.version:>7} {entry.sha256[:12]:<12} {entry.published_at:<25} "
-                   f"{entry.publisher:<20} {entry.source:<28} {entry.change:<16} "
-                   f"{entry.summary}")
+        # Read from Redis: escaped, so that no control sequence reaches the terminal.
+        click.echo(f"{entry.version:>7} {shown(entry.sha256)[:12]:<12} "
+                   f"{shown(entry.published_at):<25} {shown(entry.publisher):<20} "
+                   f"{shown(entry.source):<28} {shown(entry.change):<16} "
+                   f"{shown(entry.summary)}")
 
 
 @main.command("rollback")

@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,8 +25,33 @@ from .validation import validate
 
 
 def load_source(source: str, overlay: str | None = None, *,
-                allow: frozenset[str] = frozenset()) -> ConfigDocument:
-    """Import ``source`` (and its overlay), then validate; raise on the first problem."""
+                allow: frozenset[str] = frozenset(),
+                timeout: float | None = None) -> ConfigDocument:
+    """Import ``source`` (and its overlay), then validate; raise on the first problem. With
+    ``timeout`` (seconds), a source whose import has not ended by then is an error: the
+    import runs on a daemon thread, which is left behind (a process that gives up ends)."""
+    if timeout is None:
+        return _load(source, overlay, allow)
+    outcome: list[ConfigDocument | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(_load(source, overlay, allow))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="celery-config-source", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise SourceError(f"source {source} did not finish importing within {timeout:g} s "
+                          "(a loop, or a wait, at import time?)")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _load(source: str, overlay: str | None, allow: frozenset[str]) -> ConfigDocument:
     module = _import(source)
     settings = module_settings(module)
     if overlay:
@@ -90,6 +116,9 @@ def _import(source: str) -> ModuleType:
         return importlib.import_module(source)
     except SourceError:
         raise
+    except SystemExit as exc:  # sys.exit() in a settings module: nothing to publish
+        raise SourceError(f"source {source} called sys.exit({exc.code!r}) while "
+                          "importing") from None
     except ModuleNotFoundError as exc:
         raise SourceError(f"source module not found: {source} ({exc})") from None
     except Exception as exc:  # the source is user code: any error it raises is invalid input

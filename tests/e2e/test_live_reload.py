@@ -80,7 +80,8 @@ def test_a_new_queue_and_route_apply_without_a_restart(stack: Stack, tmp_path: P
 
 def forward(stack: Stack, task: str) -> str:
     """demo.forward sends ``task`` from inside the worker (a prefork child): its id."""
-    response = httpx.post(f"{stack.url}/tasks/demo.forward", json={"args": [task]}, timeout=30)
+    response = httpx.post(f"{stack.url}/tasks/demo.forward", json={"args": [task]},
+                          headers=stack.auth, timeout=30)
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
 
