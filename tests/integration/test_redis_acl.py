@@ -192,11 +192,44 @@ def rules_of(role: str) -> list[str]:
 
 
 def test_the_worker_line_is_the_api_line_plus_the_beat_keys() -> None:
-    """The two lines are kept apart for one pattern only: what celery beat (the worker role)
-    writes. Anything else added to one and not the other is a mistake."""
+    """The two lines are kept apart by what celery beat (the worker role) writes and by each
+    service's own fleet records. Anything else added to one and not the other is a mistake."""
     worker, api = rules_of("worker"), rules_of("api")
-    assert [rule for rule in worker if rule != "~@NS@:beat:*"] == api
-    assert worker.count("~@NS@:beat:*") == 1
+    own = {"worker": ["~@NS@:applied:worker:*", "~@NS@:applied:beat:*", "~@NS@:beat:*"],
+           "api": ["~@NS@:applied:api:*"]}
+    assert [rule for rule in worker if rule not in own["worker"]] == [
+        rule for rule in api if rule not in own["api"]]
+    for role, rules in own.items():
+        assert all(rules_of(role).count(rule) == 1 for rule in rules), role
+    assert not any(rule.startswith("~@NS@:applied") and rule not in own[role]
+                   for role in own for rule in rules_of(role))
+
+
+@pytest.mark.parametrize(("role", "own", "others"), [
+    ("worker", ("worker", "beat"), ("api", "shop")), ("api", ("api",), ("worker", "beat"))])
+def test_each_service_writes_only_its_own_fleet_records(
+        acl_redis: AclRedis, role: str, own: tuple[str, ...], others: tuple[str, ...]) -> None:
+    """A client with one service's password cannot forge, flood or delete another's records
+    (issue 18: any NS:applied:* key was writable by both)."""
+    admin = acl_redis.client("admin")
+    admin.execute_command("ACL", "LOG", "RESET")
+    client = acl_redis.client(role)
+    for service in own:
+        key = f"{KEYS.applied_prefix}{service}:host:1"
+        client.hset(key, "version", "1")
+        client.expire(key, 30)
+        client.delete(key)
+    assert acl_redis.acl_log() == [], f"{role} refused its own records"
+    for service in others:
+        key = f"{KEYS.applied_prefix}{service}:host:1"
+        admin.hset(key, "version", "1")
+        for command in (("HSET", key, "version", "2"), ("DEL", key), ("EXPIRE", key, "1"),
+                        ("SET", f"{KEYS.applied_prefix}{service}:x", "wrong type")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.execute_command(*command)
+        assert admin.hget(key, "version") == b"1"
+        assert client.hget(key, "version") == b"1"  # still readable: the fleet view
+        admin.delete(key)
 
 
 def test_the_worker_user_takes_the_beat_lock_and_the_api_user_cannot(
