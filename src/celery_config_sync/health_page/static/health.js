@@ -9,14 +9,32 @@
   if (!live || !line) {
     return;
   }
+  const TIMEOUT_MS = 10000; // a request that hangs is abandoned, and the next one scheduled
   let failingSince = null;
+  let inFlight = false;
+  let timer = null;
+
+  // One request at a time: the next refresh is scheduled once the previous one has ended
+  // (answered, failed or timed out), never on a fixed interval, so that a slow API is not sent
+  // a new request every few seconds on top of the ones it has not answered yet.
+  function schedule() {
+    clearTimeout(timer);
+    timer = setTimeout(refresh, PERIOD_MS);
+  }
 
   async function refresh() {
-    if (document.hidden) {
-      return; // a tab nobody looks at costs the Pi nothing
+    if (inFlight) {
+      return; // the one in flight schedules the next
     }
+    if (document.hidden) {
+      schedule(); // a tab nobody looks at costs the Pi nothing
+      return;
+    }
+    inFlight = true;
+    const abort = new AbortController();
+    const deadline = setTimeout(function () { abort.abort(); }, TIMEOUT_MS);
     try {
-      const response = await fetch(live.dataset.src, {cache: "no-store"});
+      const response = await fetch(live.dataset.src, {cache: "no-store", signal: abort.signal});
       if (!response.ok) {
         throw new Error("HTTP " + response.status);
       }
@@ -33,9 +51,17 @@
       line.textContent = "The API does not answer (" + error.message + ") since " +
         failingSince.toLocaleTimeString() + ": what is shown may be stale.";
       line.className = "stale";
+    } finally {
+      clearTimeout(deadline);
+      inFlight = false;
+      schedule();
     }
   }
 
-  setInterval(refresh, PERIOD_MS);
-  document.addEventListener("visibilitychange", refresh);
+  schedule();
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) {
+      refresh();
+    }
+  });
 })();
