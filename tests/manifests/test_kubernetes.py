@@ -242,10 +242,12 @@ def test_no_password_outside_its_own_secret(rendered: Rendered) -> None:
     # ... and the Secrets come from files only: no literal, no env file in the source.
     kustomization = yaml.safe_load((KUSTOMIZE_DIR / "kustomization.yaml").read_text())
     generators = kustomization["secretGenerator"]
-    assert sorted(g["name"] for g in generators) == sorted(f"redis-{r}" for r in ROLES)
+    assert sorted(g["name"] for g in generators) == sorted(
+        [*(f"redis-{r}" for r in ROLES), "api-token"])
     for generator in generators:
         assert set(generator) == {"name", "files"}, generator
-        assert generator["files"] == [f"password=secrets/{generator['name']}"]
+        key = "token" if generator["name"] == "api-token" else "password"
+        assert generator["files"] == [f"{key}=secrets/{generator['name']}"]
     for path in KUSTOMIZE_DIR.rglob("*.yaml"):
         assert "stringData" not in path.read_text(), path
 
@@ -262,9 +264,17 @@ def test_secrets_are_mounted_where_compose_mounts_them(rendered: Rendered) -> No
             continue
         pod = find(docs, kind, name)["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        secret = volume(pod, mount(container, "/run/secrets"))["secret"]
+        mounted = volume(pod, mount(container, "/run/secrets"))
+        # The API's folder also holds its bearer token (a projected volume of two Secrets).
+        sources = ([source["secret"] for source in mounted["projected"]["sources"]]
+                   if "projected" in mounted else [mounted["secret"]])
+        secret = sources[0]
         assert secret["items"] == [{"key": "password", "path": "redis-password"}], service
-        assert secret_name(docs, secret["secretName"]) == user, service
+        assert secret_name(docs, secret.get("secretName") or secret["name"]) == user, service
+        if service == "api":
+            assert sources[1]["items"] == [{"key": "token", "path": "api-token"}]
+            token = find(docs, "Secret", sources[1]["name"])
+            assert re.fullmatch(r"api-token-[a-z0-9]{10}", token["metadata"]["name"])
         env = environment(docs, container)
         assert env["CELERY_CONFIG_REDIS_PASSWORD_FILE"] == "/run/secrets/redis-password"
 
