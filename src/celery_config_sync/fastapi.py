@@ -87,6 +87,7 @@ import redis
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from celery import Celery
@@ -241,7 +242,15 @@ def _refuse(request: Request, state: ConfigState, reason: str) -> HTTPException:
                          headers={"WWW-Authenticate": "Bearer"})
 
 
-async def task_access(request: Request) -> AsyncIterator[None]:
+# Declares the bearer scheme in the OpenAPI document, so that /docs offers "Authorize" for the
+# task endpoints; the check itself is task_access's (auto_error off: its own 401 and log line).
+BEARER = HTTPBearer(auto_error=False, scheme_name="api-token",
+                    description="The token of CELERY_CONFIG_API_TOKEN_FILE (make secrets)")
+
+
+async def task_access(request: Request,
+                      _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+                      ) -> AsyncIterator[None]:
     """Dependency of the endpoints that send tasks or read their results: the bearer token of
     CELERY_CONFIG_API_TOKEN_FILE (401 without it or with another; open when the variable is not
     set), for a request with a body (POST, PUT, PATCH) ``Content-Type: application/json``
