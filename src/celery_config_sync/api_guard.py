@@ -71,6 +71,10 @@ class ApiSecurity:
         """Read the variables, and (``read_token``) the token file with a size cap (a one-line
         error if it cannot be read or holds no token)."""
         env = env or Environment.from_environ()
+        if env.api_protect_views and not env.api_token_file:
+            # Protected views with no token to check would be open: refuse, do not guess.
+            raise CeleryConfigError("CELERY_CONFIG_API_PROTECT_VIEWS=true needs "
+                                    "CELERY_CONFIG_API_TOKEN_FILE (the token the views require)")
         digests: tuple[bytes, ...] = ()
         if env.api_token_file and read_token:
             text = read_secret(env.api_token_file, "API token file")

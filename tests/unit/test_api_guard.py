@@ -119,3 +119,9 @@ def test_a_secret_file_is_text_of_bounded_size_or_one_clear_error(
         return
     assert 0 < len(data) <= MAX_SECRET_BYTES
     assert text == data.decode().rstrip("\r\n") and text
+
+
+def test_protected_views_without_a_token_file_are_refused() -> None:
+    env = Environment.from_environ({"CELERY_CONFIG_API_PROTECT_VIEWS": "true"})
+    with pytest.raises(CeleryConfigError, match="needs CELERY_CONFIG_API_TOKEN_FILE"):
+        ApiSecurity.from_environment(env)
