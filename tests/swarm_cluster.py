@@ -253,12 +253,9 @@ class SwarmStack(Stack):
     api_address: str = "127.0.0.1"  # the node whose published API port this view uses
 
     def environ(self, **extra: str) -> dict[str, str]:
-        # The API is reached on each node's address: Host names it must accept (README, "The
-        # API on a network").
-        hosts = ",".join(node.address for node in self.cluster.nodes) if self.cluster else ""
         return clean_env(API_PORT=str(self.api_port), CELERY_SECRETS_DIR=str(self.secrets),
                          WORKER_REPLICAS=str(self.workers), API_REPLICAS=str(self.apis),
-                         BEAT_REPLICAS=str(self.beats), CELERY_CONFIG_API_ALLOWED_HOSTS=hosts,
+                         BEAT_REPLICAS=str(self.beats),
                          **self.env, **extra)
 
     def service(self, name: str) -> str:

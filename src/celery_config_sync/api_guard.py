@@ -8,8 +8,8 @@ when Redis does not answer. Used by celery_config_sync.fastapi (its public names
   credentials and replay them cross-site.
 - Failed attempts are logged once per client address and per minute, with the count of the
   ones not logged: a client trying tokens cannot fill the log.
-- :class:`RequestGuard`, an ASGI middleware: the Host header must name this service (DNS
-  rebinding; the probes /healthz and /readyz excepted), a body larger than the limit is
+- :class:`RequestGuard`, an ASGI middleware: the Host header must be an allowed name or an IP
+  address (DNS rebinding; the probes /healthz and /readyz excepted), a body larger than the limit is
   refused with 413 before it is read whole (its Content-Length, then the bytes counted as
   they arrive, for a chunked body).
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -104,9 +105,20 @@ class ApiSecurity:
         return matched and scheme.lower() == "bearer"
 
     def host_allowed(self, host: str | None) -> bool:
+        """An allowed name, or any IP address: DNS rebinding needs a name of the attacker's
+        (the browser sends the name it resolved), so an address as Host is never one. That
+        lets Prometheus (it scrapes the address DNS gives it), an orchestrator's probes and a
+        client typing the Pi's address in without a list of addresses to keep."""
         if "*" in self.allowed_hosts:
             return True
-        return host_name(host or "") in self.allowed_hosts
+        name = host_name(host or "")
+        if name in self.allowed_hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
 
 def _digest(token: str) -> bytes:

@@ -57,6 +57,8 @@ def test_allowed_hosts_parse_as_a_set_added_to_the_defaults(names: list[str]) ->
     assert security.allowed_hosts == DEFAULT_HOSTS | frozenset(names)
     assert all(security.host_allowed(f"{name}:8000") for name in names)
     assert not security.host_allowed("evil.invalid") or "evil.invalid" in names
+    # An address is never a rebinding (that needs the attacker's name): always served.
+    assert security.host_allowed("192.168.1.20:8000") and security.host_allowed("[fd00::5]")
 
 
 @given(st.text(max_size=40))
