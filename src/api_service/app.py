@@ -25,6 +25,7 @@ from celery_config_sync.fastapi import AppliedConfig, TaskAccess, config_router,
 # Dotted names only, matched whole (a trailing newline is refused too).
 TASK_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+")
 MAX_TASK_NAME = 200  # characters; an error body quotes at most 64 of them
+MAX_TASK_ID = 255  # Celery's ids are UUIDs (36); a longer one is no id of ours
 log = logging.getLogger("api_service")
 
 celery = Celery("api_service")
@@ -69,6 +70,8 @@ def enqueue(name: str, applied: AppliedConfig,
 
 @app.get("/tasks/{task_id}", dependencies=[TaskAccess])
 def task_status(task_id: str) -> dict[str, Any]:
+    if len(task_id) > MAX_TASK_ID:
+        raise HTTPException(422, f"invalid task id {task_id[:64]!r}")
     result = celery.AsyncResult(task_id)
     body: dict[str, Any] = {"id": task_id, "state": result.state}
     if result.successful():

@@ -169,6 +169,8 @@ def test_error_bodies_quote_only_an_excerpt_of_the_input(api: Api) -> None:
     name = "a." + "b" * 2000
     response = post(api, path=f"/tasks/{name}", json={}, headers=api.auth)
     assert response.status_code == 422 and len(response.content) < 300, response.text
+    response = api.client.get(f"/tasks/{'c' * 5000}")
+    assert response.status_code == 422 and len(response.content) < 300, response.text
 
 
 # ------------------------------------------------------------------ Redis paused, then gone
