@@ -1,4 +1,4 @@
-"""``celery-config``: publish, show, wait, load, export, diff, status, history and rollback.
+"""``celery-config``: check, publish, show, wait, load, export, diff, status, history and rollback.
 
 Exit codes (DESIGN.md): 0 ok, 1 a difference or check failed, 2 usage or invalid input,
 3 timed out (Redis unreachable counts as timed out: every command retries until its timeout).
@@ -29,7 +29,9 @@ from .errors import (
     NotPublished,
     RedisAccessDenied,
     RedisUnavailable,
+    SourceProblems,
     is_wrong_type,
+    one_line,
 )
 from .fallback_files import render, write_atomic
 from .history import list_history, read_version, rollback
@@ -37,12 +39,14 @@ from .live_settings import describe, label
 from .loader import RedisReader, load_config
 from .log_setup import TAGS, configure_logging
 from .redis_layout import Keys, PublishResult, clear, publish
-from .source import load_source
+from .source import read_source
 from .status_report import status_report
 from .validation import redact
 from .waiting import wait_for_redis, wait_for_version
 
 log = logging.getLogger("celery_config_sync.cli")
+# A source's problems are listed one per line; past this many, the count of the rest.
+MAX_PROBLEM_LINES = 100
 
 
 class Failure(click.ClickException):
@@ -67,6 +71,13 @@ class CleanGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except SourceProblems as exc:
+            for line in exc.lines()[:MAX_PROBLEM_LINES]:
+                click.echo(f"celery-config: error: {line}", err=True)
+            if len(exc.lines()) > MAX_PROBLEM_LINES:
+                click.echo(f"celery-config: error: ... and "
+                           f"{len(exc.problems) - MAX_PROBLEM_LINES} more", err=True)
+            raise Failure(str(exc), exc.exit_code) from None
         except CeleryConfigError as exc:
             raise Failure(str(exc), exc.exit_code) from None
         except RedisAccessDenied.causes as exc:
@@ -170,6 +181,29 @@ def _source(ctx: Context, source: str | None, overlay: str | None) -> tuple[str,
     return source or ctx.env.source, overlay or ctx.env.overlay
 
 
+def checked_source(ctx: Context, source: str, overlay: str | None) -> ConfigDocument:
+    """The source read and checked whole (every problem at once: exit 2, nothing touched),
+    its notices on stderr, one line each."""
+    read = read_source(source, overlay, allow=ctx.env.allow_unsafe)
+    for notice in read.notices:
+        click.echo(f"celery-config: notice: {one_line(notice)}", err=True)
+    return read.document
+
+
+@main.command("check")
+@source_option
+@overlay_option
+@pass_context
+def check_command(ctx: Context, source: str | None, overlay: str | None) -> None:
+    """Check the source without Redis: every problem, one line each with what to change
+    (exit 2), else a one-line summary (exit 0)."""
+    source, overlay = _source(ctx, source, overlay)
+    document = checked_source(ctx, source, overlay)
+    click.echo(json.dumps({"ok": True, "queues": len(document.queues),
+                           "routes": len(document.routes), "settings": len(document.base),
+                           "app": len(document.app), "sha256": document.sha256}))
+
+
 @main.command("publish")
 @source_option
 @overlay_option
@@ -185,7 +219,7 @@ def publish_command(ctx: Context, source: str | None, overlay: str | None, force
     deadline = time.monotonic() + wait  # the whole command: the wait for Redis and the publish
     source, overlay = _source(ctx, source, overlay)
     # An invalid source: exit 2 before touching Redis.
-    document = load_source(source, overlay, allow=ctx.env.allow_unsafe)
+    document = checked_source(ctx, source, overlay)
     if not wait_for_redis(ctx.env.redis_url, max(0.0, deadline - time.monotonic())):
         raise RedisUnavailable(f"Redis {redacted(ctx.env.redis_url)} still unreachable "
                                f"after {wait:g} s")
@@ -286,7 +320,7 @@ def clear_command(ctx: Context, yes: bool) -> None:
 def export_command(ctx: Context, source: str | None, overlay: str | None, output: str) -> None:
     """Write the snapshot file (the last fallback) from the source, without Redis."""
     source, overlay = _source(ctx, source, overlay)
-    document = load_source(source, overlay, allow=ctx.env.allow_unsafe)
+    document = checked_source(ctx, source, overlay)
     label = f"{source}+{overlay}" if overlay else source
     text = render(document, version=0, meta={"source": label, "sha256": document.sha256})
     if output == "-":
@@ -310,7 +344,7 @@ def diff_command(ctx: Context, source: str | None, overlay: str | None,
     1 different."""
     if from_version is None and to_version is None:
         source, overlay = _source(ctx, source, overlay)
-        document = load_source(source, overlay, allow=ctx.env.allow_unsafe)
+        document = checked_source(ctx, source, overlay)
         try:
             published = ctx.reader().load().document
         except NotPublished:

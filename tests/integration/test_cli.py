@@ -54,7 +54,8 @@ INVALID_SOURCES = {
     "typo in a setting": ("task_serialiser = 'json'", "base.task_serialiser"),
     "route to an undeclared queue": ("task_routes['x.y'] = {'queue': 'ghost'}",
                                      "routes['x.y'].queue"),
-    "credentials in the broker URL": ("broker_url = 'redis://u:p@redis:6379/0'", "base.broker_url"),
+    "credentials in a URL": ("broker_transport_options = {'fanout_url': 'redis://u:p@r:6379/0'}",
+                             "base.broker_transport_options.fanout_url"),
     "unknown exchange type": ("task_queues = (*task_queues, Queue('h', Exchange('h', "
                               "type='headers')))", "queues['h'].exchange.type"),
     "source that raises": ("raise RuntimeError('boom')", "RuntimeError: boom"),
