@@ -16,6 +16,7 @@ import redis
 
 from .codec import ConfigDocument
 from .connection import make_client, redacted
+from .counters import parse_counter
 from .environment import Environment
 from .errors import CeleryConfigError, NoConfigAvailable, RedisAccessDenied
 from .fallback_files import read_file, render, write_atomic
@@ -75,7 +76,7 @@ class RedisReader:
             return None, None
         version = snapshot.version.decode(errors="replace") if snapshot.version else ""
         sha = snapshot.meta.get(b"sha256", b"").decode(errors="replace")
-        return (int(version) if version.isdigit() else None), sha or None
+        return parse_counter(version), sha or None
 
     def load(self) -> Published:
         snapshot = read_snapshot(self.client, self.namespace)

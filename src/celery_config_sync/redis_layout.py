@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from .codec import ORDER_KEY, SECTIONS, ConfigDocument, canonical_json, ordered
+from .counters import parse_counter, shown
 from .diffing import describe_change
 from .errors import InvalidConfig, NotPublished, is_wrong_type, wrong_type
 from .live_settings import describe
@@ -162,7 +163,11 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
 
     def transaction(pipe: Any) -> None:
         current_sha, current_version = pipe.hget(keys.meta, "sha256"), pipe.get(keys.version)
-        previous = int(current_version) if current_version is not None else 0
+        previous = parse_counter(current_version) if current_version is not None else 0
+        if previous is None:
+            held = shown(current_version.decode(errors="replace"))
+            raise InvalidConfig(keys.version, f"holds {held}, not a version counter: corrupt "
+                                              "data")
         if not force and current_version is not None and current_sha == sha.encode():
             outcome["result"] = PublishResult(previous, sha, changed=False)
             return
@@ -222,7 +227,7 @@ def _recorded_sizes(pipe: Any, keys: Keys) -> dict[bytes, int | None] | None:
         return None
     sizes: dict[bytes, int | None] = dict.fromkeys(documents | records.keys())
     for field, raw in records.items():
-        if field not in documents or not field.isdigit() or field.startswith(b"0"):
+        if field not in documents or not parse_counter(field):
             continue  # a version has one spelling, and a record its document
         try:
             record = json.loads(raw)
@@ -230,7 +235,7 @@ def _recorded_sizes(pipe: Any, keys: Keys) -> dict[bytes, int | None] | None:
             valid = record["version"] == field.decode()
         except (ValueError, TypeError, KeyError, RecursionError):
             continue
-        if valid and isinstance(size, str) and size.isascii() and size.isdigit():
+        if valid and isinstance(size, str) and parse_counter(size) is not None:
             sizes[field] = int(size)
     return sizes
 
@@ -272,7 +277,7 @@ def clear(client: redis.Redis, namespace: str) -> int | None:
     version, _, _ = pipe.execute()
     log.info("cleared %s (was version %s)", namespace,
              version.decode() if version is not None else "none")
-    return int(version) if version is not None and version.isdigit() else None
+    return parse_counter(version)
 
 
 @dataclass(frozen=True)
@@ -301,7 +306,7 @@ def peek_published(client: redis.Redis, namespace: str) -> tuple[int | None, str
             raise reply
     version, sha = replies
     text = version.decode(errors="replace") if version is not None else ""
-    return (int(text) if text.isdigit() else None), (sha.decode(errors="replace") if sha else None)
+    return parse_counter(text), (sha.decode(errors="replace") if sha else None)
 
 
 def read_snapshot(client: redis.Redis, namespace: str) -> Snapshot:
@@ -381,9 +386,10 @@ def decode_snapshot(snapshot: Snapshot, *, allow: frozenset[str] = frozenset()) 
 def parse_version(where: str, text: str) -> int:
     """A version as stored: an integer >= 1, in its one spelling (ASCII digits: str.isdigit
     alone accepts "²", which int() refuses)."""
-    if not (text.isascii() and text.isdigit()) or text.startswith("0"):
-        raise InvalidConfig(where, f"must be an integer >= 1, got {text[:40]!r}")
-    return int(text)
+    version = parse_counter(text)
+    if version is None or version < 1:
+        raise InvalidConfig(where, f"must be an integer >= 1, got {shown(text)}")
+    return version
 
 
 def decode_document(where: str, raw: bytes, sha256: str, *,
@@ -414,7 +420,8 @@ def decode_document(where: str, raw: bytes, sha256: str, *,
 def check_schema(schema: str) -> None:
     if schema == SCHEMA_VERSION:
         return
-    if schema.isdigit() and int(schema) < int(SCHEMA_VERSION):
+    older = parse_counter(schema)
+    if older is not None and older < int(SCHEMA_VERSION):
         raise InvalidConfig("meta.schema_version",
                             f"layout {schema} was published by an older celery-config (no "
                             f"declared order): publish again with this one (layout "

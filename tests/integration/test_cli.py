@@ -175,3 +175,23 @@ def test_export_then_load_without_redis(tmp_path: Path) -> None:
     nothing = run("load", "--no-redis", CELERY_CONFIG_SNAPSHOT_PATH=str(tmp_path / "x"),
                   CELERY_CONFIG_FALLBACK_PATH=str(tmp_path / "y"))
     assert nothing.returncode == 1 and "no Celery configuration available" in error_line(nothing)
+
+
+def test_a_version_of_5000_digits_is_one_line_in_every_command(
+        tmp_path: Path, redis_server: RedisServer, published: redis.Redis) -> None:
+    """Python's int() refuses more than 4,300 digits with a ValueError of its own; each command
+    reads the version through one parser that stops at Redis' 19 digits instead."""
+    snapshot = tmp_path / "snapshot.json"
+    assert run("export", "-o", str(snapshot)).returncode == 0
+    files = {"CELERY_CONFIG_SNAPSHOT_PATH": str(snapshot),
+             "CELERY_CONFIG_FALLBACK_PATH": str(tmp_path / "lkg.json")}
+    published.set("celery_config:version", "9" * 5000)
+    for command, code in (("show", 2), ("publish", 2), ("load", 0), ("status", 2)):
+        result = run(command, url=redis_server.url, CELERY_CONFIG_WAIT_TIMEOUT="2", **files)
+        assert "Traceback" not in result.stderr and len(result.stderr) < 2000, result.stderr
+        assert result.returncode == code, (command, result.stderr)
+        if code:
+            assert "celery_config:version" in error_line(result) or (
+                "version" in error_line(result)), result.stderr
+    loaded = json.loads(run("load", url=redis_server.url, **files).stdout)
+    assert loaded["source"] == "snapshot"  # the fallback chain, as for any malformed field
