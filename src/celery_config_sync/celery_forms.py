@@ -34,9 +34,9 @@ from kombu.entity import Queue
 from .codec import REGEX_KEY_PREFIX, regex_key
 from .errors import InvalidConfig
 
-_CONNECTION = "where a service connects is its own environment's (each has its own Redis user)"
-_RESULTS = "the result backend's connection is each service's own environment's"
-_IMPORTS = "each service imports its own modules (the API never imports the worker's tasks)"
+_CONNECTION = "where a service connects: each has its own environment and Redis user"
+_RESULTS = "the result backend's connection: each service's own environment"
+_IMPORTS = "what a service imports: each its own, the API never the worker's tasks"
 _OWN_FILE = "a file on each service's own disk"
 _OWN_KEYS = "a key or certificate on each service's own disk"
 
@@ -93,9 +93,11 @@ def normalize(settings: Mapping[str, Any]) -> Normalized:
     names = _map_old_names(settings, result)
     deployment = [name for name in names if name in DEPLOYMENT_SETTINGS]
     if deployment:
-        reasons = sorted({DEPLOYMENT_SETTINGS[name] for name in deployment})
-        result.notices.append(f"set aside, each service's environment sets them: "
-                              f"{', '.join(deployment)} ({'; '.join(reasons)})")
+        by_reason: dict[str, list[str]] = {}
+        for name in deployment:
+            by_reason.setdefault(DEPLOYMENT_SETTINGS[name], []).append(name)
+        result.notices.append("set aside, each service's own environment sets them: " + "; ".join(
+            f"{', '.join(names)} ({reason})" for reason, names in by_reason.items()))
     for name, value in names.items():
         if name in DEPLOYMENT_SETTINGS:
             continue
@@ -106,7 +108,8 @@ def normalize(settings: Mapping[str, Any]) -> Normalized:
             carried = _queues_from_dict_form(value, result)
         elif name == "task_annotations" and not isinstance(value, (Mapping, list, tuple,
                                                                     type(None))):
-            kind = "module path" if isinstance(value, str) else type(value).__name__
+            kind = ("module path" if isinstance(value, str)
+                    else f"{type(value).__qualname__} instance")
             result.problems.append(InvalidConfig(
                 "task_annotations", f"holds a {kind}: annotation objects and module paths "
                                     f"are code, which is not carried; "
@@ -123,8 +126,8 @@ def _map_old_names(settings: Mapping[str, Any], result: Normalized) -> dict[str,
     new = [name for name in settings if name in SETTING_KEYS]
     constants = [name for name in settings if name not in _TO_NEW_KEY and name.isupper()]
     if constants:
-        result.notices.append(f"left out, upper-case names that are not Celery settings (the "
-                              f"module's own constants): {', '.join(constants)}")
+        result.notices.append(f"left out, upper-case names that Celery does not read either "
+                              f"(not in its table of old setting names): {', '.join(constants)}")
     if old and new:
         result.problems.append(InvalidConfig(
             "source", f"mixes old upper-case setting names ({', '.join(old)}) with new ones "

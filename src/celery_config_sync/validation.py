@@ -7,6 +7,7 @@ own option table (``celery.app.defaults``) names and types the settings.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from functools import cache
@@ -412,7 +413,9 @@ def _check_setting(setting: str, value: Any) -> None:
         raise InvalidConfig(where, f"belongs in the {STRUCTURED_SETTINGS[setting]} hash")
     kind = option_type(setting)
     if kind is None:
-        raise InvalidConfig(where, "is not a Celery setting (see celery.app.defaults)")
+        close = difflib.get_close_matches(setting, celery_options(), n=1, cutoff=0.8)
+        raise InvalidConfig(where, "is not a Celery setting (see celery.app.defaults)" + (
+            f": did you mean {close[0]}?" if close else ""))
     if kind == "bytes":
         raise InvalidConfig(where, "holds bytes, which JSON cannot carry")
     check_tags(value, where)
