@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +23,7 @@ from kombu.entity import Queue
 
 from .celery_forms import is_setting_name, normalize
 from .codec import APP_SETTINGS, ConfigDocument
-from .errors import SourceError, SourceProblems
+from .errors import InvalidConfig, SourceError, SourceProblems
 from .validation import problems
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,25 @@ def read_source(source: str, overlay: str | None = None, *,
         settings = apply_overlay(settings, extra.settings)
         notices += [f"overlay {overlay}: {notice}" for notice in extra.notices]
         found += extra.problems
+    return _checked(settings, notices, found, f"{source}+{overlay}" if overlay else source,
+                    allow)
+
+
+def read_settings(settings: Mapping[str, Any], label: str = "settings", *,
+                  allow: frozenset[str] = frozenset()) -> ReadSource:
+    """Settings as a module holds them (names -> values), read and checked as
+    :func:`read_source` reads a module."""
+    normalized = normalize(settings)
+    return _checked(normalized.settings, normalized.notices, normalized.problems, label, allow)
+
+
+def _checked(settings: dict[str, Any], notices: list[str], found: list[InvalidConfig],
+             label: str, allow: frozenset[str]) -> ReadSource:
     document = ConfigDocument.from_celery_settings(settings, found)
     if not document.is_empty() or not found:
         found.extend(problems(document, allow=allow))
     if found:
-        raise SourceProblems(f"{source}+{overlay}" if overlay else source, found)
+        raise SourceProblems(label, found)
     return ReadSource(document, tuple(notices))
 
 
