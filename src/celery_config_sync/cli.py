@@ -39,6 +39,7 @@ from .live_settings import describe, label
 from .loader import RedisReader, load_config
 from .log_setup import TAGS, configure_logging
 from .redis_layout import Keys, PublishResult, clear, publish
+from .snapshot_identity import foreign_snapshot
 from .source import read_source
 from .status_report import status_report
 from .validation import redact
@@ -254,9 +255,15 @@ def echo_published(result: PublishResult, **extra: Any) -> None:
 @main.command("wait")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Seconds [default: $CELERY_CONFIG_WAIT_TIMEOUT or 30]")
+@click.option("--own-snapshot", is_flag=True,
+              help="First refuse (exit 2) a snapshot exported from another source than "
+                   "$CELERY_CONFIG_SOURCE (the gate of the images does).")
 @pass_context
-def wait_command(ctx: Context, timeout: float | None) -> None:
+def wait_command(ctx: Context, timeout: float | None, own_snapshot: bool) -> None:
     """Block until the configuration is published. Exit 0 ready, 3 timed out."""
+    foreign = foreign_snapshot(ctx.env) if own_snapshot else None
+    if foreign:
+        raise Failure(foreign, InvalidConfig.exit_code)
     wait = ctx.env.wait_timeout if timeout is None else timeout
     if not wait_for_version(ctx.env.redis_url, ctx.env.namespace, wait):
         raise Failure(f"timed out after {wait:g} s waiting for "

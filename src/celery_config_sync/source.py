@@ -45,8 +45,16 @@ def read_source(source: str, overlay: str | None = None, *,
     module = _import(source)
     normalized = normalize(module_settings(module))
     settings, notices, found = normalized.settings, normalized.notices, normalized.problems
+    overlays = Path(_module_file(module)).parent / "overlays"
+    if overlay and not overlays.is_dir():
+        # A source of one environment has no overlays at all: the stack's CELERY_CONFIG_OVERLAY
+        # (rpi) then asks for nothing. One with overlays must have the one asked for (a typo
+        # must not publish the wrong environment's settings).
+        notices.append(f"overlay {overlay!r} not applied: the source has no overlays folder "
+                       f"({overlays})")
+        overlay = None
     if overlay:
-        overlay_path = Path(_module_file(module)).parent / "overlays" / f"{overlay}.py"
+        overlay_path = overlays / f"{overlay}.py"
         if not overlay_path.is_file():
             raise SourceError(f"overlay {overlay!r} not found: {overlay_path} does not exist")
         # Each module in Celery's forms first: the overlay's routes then replace by name.
