@@ -349,10 +349,13 @@ def _echo_diff(old: ConfigDocument, new: ConfigDocument) -> None:
               show_default=True)
 @pass_context
 def status_command(ctx: Context, fmt: str) -> None:
-    """The published version and every running instance. Exit 1 when an instance drifts
-    (another sha256), runs on a fallback, waits for a restart or rejected a version; 2 when
+    """The published version, every running instance and every declared queue. Exit 1 when an
+    instance drifts (another sha256), runs on a fallback, waits for a restart or rejected a
+    version, or when a queue that routes or beat entries send to has no live consumer; 2 when
     the published content itself is invalid (the fleet is printed first)."""
-    report, _ = status_report(ctx.reader())
+    reader = ctx.reader()
+    # The depths from the configuration's Redis under Celery's prefix: the broker in the stack.
+    report, _ = status_report(reader, broker=reader.client, keyprefix=ctx.env.celery_keyprefix)
     version, sha256, fleet = report["version"], report["sha256"], report["fleet"]
     change, published_error = report["change"], report["published_error"]
     failing = [record for record in fleet if record["problems"]]
@@ -375,11 +378,28 @@ def status_command(ctx: Context, fmt: str) -> None:
             click.echo(f"(and {report['fleet_hidden']} more instances, not shown)")
         for reason, count in sorted(report["fleet_skipped"].items()):
             click.echo(f"(skipped {count} record(s) under the fleet's prefix: {reason})")
+        _echo_queues(report["queues"])
     if published_error:  # the report is printed, and the contract's line and code follow
         raise Failure(f"published content is invalid: {published_error}",
                       InvalidConfig.exit_code)
-    if failing:
+    if failing or report["unconsumed_queues"]:
         sys.exit(1)
+
+
+def _echo_queues(queues: list[dict[str, Any]]) -> None:
+    """status's queue table: consumers, depth, and what sends to each unconsumed queue."""
+    if not queues:
+        return
+    click.echo(f"\n{'QUEUE':<24} {'CONSUMERS':>9} {'WAITING':>7}  STATE")
+    for queue in queues:
+        consumers = f"{queue['consumers']}" + (f"+{queue['unknown']}?" if queue["unknown"] else "")
+        waiting = "-" if queue["depth"] is None else queue["depth"]
+        state = queue["state"]
+        if state == "no consumer":
+            senders = queue["senders"]
+            more = f" and {len(senders) - 3} more" if len(senders) > 3 else ""
+            state = f"NO CONSUMER (sent to by {', '.join(senders[:3])}{more})"
+        click.echo(f"{queue['name']:<24} {consumers:>9} {waiting!s:>7}  {state}")
 
 
 @main.command("history")

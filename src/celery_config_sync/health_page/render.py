@@ -83,8 +83,13 @@ def summary(view: Mapping[str, Any]) -> Html:
         state, text = "bad", f"published content is invalid: {view['published']['published_error']}"
     elif not view["fleet"]:
         state, text = "warn", "no running instance reports to this namespace"
-    elif failing:
-        state, text = "bad", f"{len(failing)} of {len(view['fleet'])} instances need attention"
+    elif failing or view.get("unconsumed_queues"):
+        parts = [f"{len(failing)} of {len(view['fleet'])} instances need attention"] if failing \
+            else []
+        if view.get("unconsumed_queues"):
+            parts.append(f"no live worker consumes {', '.join(view['unconsumed_queues'])}, "
+                         "where tasks are sent: they pile up")
+        state, text = "bad", "; ".join(parts)
     else:
         state, text = "ok", f"all {len(view['fleet'])} instances run the published version"
     return fill('<p id="summary" class="summary $state">$text</p>', state=state, text=text)
@@ -136,14 +141,31 @@ def fleet(view: Mapping[str, Any]) -> Html:
                 '</tr></thead><tbody>$body</tbody></table></section>', body=body)
 
 
+QUEUE_ROW = ('<tr class="$css" data-queue="$name"><td>$name</td><td class="num">$depth</td>'
+             '<td class="num">$consumers</td><td>$senders</td><td>$state</td></tr>')
+# A queue's state (queue_coverage.QueueCoverage.state) -> its row's class: red when routed and
+# consumed by no live worker; None: the fleet could not be read.
+QUEUE_CSS = {"no consumer": "unconsumed", "unknown": "problem", "consumed": "ok",
+             "not routed": "ok", None: "ok"}
+SENDERS_SHOWN = 3
+
+
 def queues(view: Mapping[str, Any]) -> Html:
-    rows = join(fill('<tr data-queue="$name"><td>$name</td><td class="num">$depth</td></tr>',
-                     name=q["name"], depth="?" if q["depth"] is None else q["depth"])
-                for q in view["queues"])
+    rows = []
+    for q in view["queues"]:
+        senders = q.get("senders") or []
+        more = f" and {len(senders) - SENDERS_SHOWN} more" if len(senders) > SENDERS_SHOWN else ""
+        consumers = q.get("consumers")
+        rows.append(fill(QUEUE_ROW, css=QUEUE_CSS.get(q.get("state"), "ok"), name=q["name"],
+                         depth="?" if q["depth"] is None else q["depth"],
+                         consumers="?" if consumers is None else
+                         f"{consumers}" + (f" (+{q['unknown']} unknown)" if q["unknown"] else ""),
+                         senders=", ".join(senders[:SENDERS_SHOWN]) + more or "-",
+                         state=q.get("state") or "?"))
     return fill('<section id="queues"><h2>Queues</h2><table class="narrow"><thead><tr>'
-                '<th>queue</th><th>messages waiting</th></tr></thead><tbody>$rows</tbody></table>'
-                '</section>',
-                rows=rows)
+                '<th>queue</th><th>messages waiting</th><th>live consumers</th><th>sent to by</th>'
+                '<th>state</th></tr></thead><tbody>$rows</tbody></table></section>',
+                rows=join(rows))
 
 
 def value_text(value: Any) -> str:
