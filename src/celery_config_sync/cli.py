@@ -36,6 +36,7 @@ from .history import list_history, read_version, rollback
 from .live_settings import describe, label
 from .loader import RedisReader, load_config
 from .log_setup import TAGS, configure_logging
+from .queue_depth import broker_client
 from .redis_layout import Keys, PublishResult, clear, publish
 from .source import load_source
 from .status_report import status_report
@@ -347,15 +348,28 @@ def _echo_diff(old: ConfigDocument, new: ConfigDocument) -> None:
 @main.command("status")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
               show_default=True)
+@click.option("--broker", "broker_url", metavar="URL", default=None,
+              help="Read the queues' depths in this Redis, the broker's (a user allowed to read "
+                   "Celery's lists; CELERY_CONFIG_REDIS_PASSWORD_FILE applies) [default: no "
+                   "depths]")
 @pass_context
-def status_command(ctx: Context, fmt: str) -> None:
+def status_command(ctx: Context, fmt: str, broker_url: str | None) -> None:
     """The published version, every running instance and every declared queue. Exit 1 when an
     instance drifts (another sha256), runs on a fallback, waits for a restart or rejected a
     version, or when a queue that routes or beat entries send to has no live consumer; 2 when
     the published content itself is invalid (the fleet is printed first)."""
-    reader = ctx.reader()
-    # The depths from the configuration's Redis under Celery's prefix: the broker in the stack.
-    report, _ = status_report(reader, broker=reader.client, keyprefix=ctx.env.celery_keyprefix)
+    # The depths only when asked: the publisher's Redis user may not read Celery's lists (the
+    # stack's seeder may not), and a refusal would fill Redis's ACL LOG at every status.
+    broker = broker_client(broker_url, ctx.env.redis_password) if broker_url else None
+    if broker_url and broker is None:
+        raise Failure(f"--broker {redacted(broker_url)!r}: expected redis://, rediss:// or "
+                      "unix://", InvalidConfig.exit_code)
+    try:
+        report, _ = status_report(ctx.reader(), broker=broker,
+                                  keyprefix=ctx.env.celery_keyprefix)
+    finally:
+        if broker is not None:
+            broker.close()
     version, sha256, fleet = report["version"], report["sha256"], report["fleet"]
     change, published_error = report["change"], report["published_error"]
     failing = [record for record in fleet if record["problems"]]

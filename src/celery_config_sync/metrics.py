@@ -42,31 +42,14 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .connection import make_client, with_password
 from .live_config import Applied, LiveConfig
-from .queue_depth import priority_steps, queue_depths
+from .queue_depth import broker_client, priority_steps, queue_depths
 
 log = logging.getLogger("celery_config_sync.metrics")
 
 PREFIX = "celery_config_"
 # From the 5 ms the watcher waits for a burst of messages to end, to a slow SD card.
 RELOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# A scrape must answer even when Redis does not: one attempt, short timeouts, and the queue
-# depths are left out of that scrape (the heartbeat age tells the rest).
-DEPTH_CONNECT_TIMEOUT = 0.5
-DEPTH_SOCKET_TIMEOUT = 1.0
-
-
-def broker_client(broker_url: str | None, password: str | None) -> redis.Redis | None:
-    """A client of the broker's Redis for the queue depths (None for another broker): the
-    service's own broker URL and Redis password, as Celery uses them (celery_app.service_wiring)."""
-    if not broker_url or not broker_url.startswith(("redis://", "rediss://", "unix://")):
-        return None
-    url = with_password(broker_url, password) if password else broker_url
-    return make_client(url, retries=0, connect_timeout=DEPTH_CONNECT_TIMEOUT,
-                       socket_timeout=DEPTH_SOCKET_TIMEOUT)
-
-
 class ServiceMetrics:
     """The metrics of one LiveConfig; registers itself as its observer."""
 

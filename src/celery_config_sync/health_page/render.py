@@ -77,21 +77,23 @@ def render_live(view: Mapping[str, Any]) -> Html:
 
 def summary(view: Mapping[str, Any]) -> Html:
     failing = [r for r in view["fleet"] if r.get("problems")]
+    unconsumed = view.get("unconsumed_queues") or []
     if view["error"]:
         state, text = "bad", view["error"]
     elif (view["published"] or {}).get("published_error"):
         state, text = "bad", f"published content is invalid: {view['published']['published_error']}"
     elif not view["fleet"]:
         state, text = "warn", "no running instance reports to this namespace"
-    elif failing or view.get("unconsumed_queues"):
-        parts = [f"{len(failing)} of {len(view['fleet'])} instances need attention"] if failing \
-            else []
-        if view.get("unconsumed_queues"):
-            parts.append(f"no live worker consumes {', '.join(view['unconsumed_queues'])}, "
-                         "where tasks are sent: they pile up")
-        state, text = "bad", "; ".join(parts)
+    elif failing:
+        state, text = "bad", f"{len(failing)} of {len(view['fleet'])} instances need attention"
     else:
         state, text = "ok", f"all {len(view['fleet'])} instances run the published version"
+    if unconsumed and not view["error"]:
+        more = (f" and {len(unconsumed) - SENDERS_SHOWN} more"
+                if len(unconsumed) > SENDERS_SHOWN else "")
+        state, text = "bad", (f"{text}; no live worker consumes "
+                              f"{', '.join(unconsumed[:SENDERS_SHOWN])}{more}, where tasks are "
+                              "sent: they pile up")
     return fill('<p id="summary" class="summary $state">$text</p>', state=state, text=text)
 
 
