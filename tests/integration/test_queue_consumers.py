@@ -26,6 +26,7 @@ from kombu import Exchange, Queue
 
 from celery import Celery
 from celery_config_sync.codec import ConfigDocument, queue_to_dict
+from celery_config_sync.fleet import delete_record, write_record
 from celery_config_sync.redis_layout import publish
 from celery_config_sync.source import load_source
 from tests.conftest import ROOT, SOURCE, RedisServer, require
@@ -93,12 +94,14 @@ def status(server: RedisServer, fmt: str = "json") -> subprocess.CompletedProces
 
 
 def report_when(server: RedisServer, unconsumed: list[str], what: str) -> dict[str, Any]:
-    """The status report (JSON) once it names exactly ``unconsumed``, with its exit code."""
+    """The status report (JSON) once it names exactly ``unconsumed``, with its exit code, and
+    every running worker's record says what it consumes (a fake older one, ``old:``, never)."""
     def seen() -> dict[str, Any] | None:
         result = status(server)
         report: dict[str, Any] = json.loads(result.stdout)
         report["exit_code"] = result.returncode
-        workers = [r for r in report["fleet"] if r["service"] == "worker"]
+        workers = [r for r in report["fleet"]
+                   if r["service"] == "worker" and not r["instance"].startswith("old:")]
         settled = workers and all(r["consumes"] is not None for r in workers)
         return report if settled and report["unconsumed_queues"] == unconsumed else None
 
@@ -191,6 +194,29 @@ def test_a_worker_consuming_it_makes_everything_clean(
         second.stop()
     # The second worker gone (its record deleted as it stops): the problem is back.
     report_when(server, [LEFT_OUT], "the problem again once the second worker stopped")
+
+
+def test_a_worker_record_of_an_older_release_reads_as_unknown(
+        server: RedisServer, client: redis.Redis, fixed_worker: tuple[Service, int]) -> None:
+    """A record without ``consumes`` (written before the field existed) reads fine: its worker
+    may consume anything, so the queue is unknown, not unconsumed; gone, the problem is back."""
+    old = {"service": "worker", "instance": "old:1", "hostname": "old", "pid": "1",
+           "version": "1", "sha256": V1.sha256, "source": "redis", "applied_at": "",
+           "restart_required": "", "last_error": "", "live_reload": "true"}
+    write_record(client, "celery_config", old, ttl=60)
+    try:
+        report = report_when(server, [], "the queue unknown while an old worker lives")
+        assert report["exit_code"] == 0
+        (record,) = [r for r in report["fleet"] if r["instance"] == "old:1"]
+        assert record["consumes"] is None and record["problems"] == []
+        (queue,) = [q for q in report["queues"] if q["name"] == LEFT_OUT]
+        assert (queue["consumers"], queue["unknown"], queue["state"]) == (0, 1, "unknown")
+        line = next(x for x in status(server, "table").stdout.splitlines()
+                    if x.startswith(LEFT_OUT))
+        assert line.split()[1] == "0+1?" and line.endswith("unknown"), line
+    finally:
+        delete_record(client, "celery_config", "worker", "old:1")
+    report_when(server, [LEFT_OUT], "the problem again without the old worker")
 
 
 def test_status_without_broker_reports_no_depth_and_a_bad_broker_url_is_one_line(
