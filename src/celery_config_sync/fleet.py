@@ -15,7 +15,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +76,7 @@ def encode_consumes(names: Iterable[str]) -> str | None:
     return text if len(text.encode()) <= FIELD_LIMITS[CONSUMES] else None
 
 
-def consumed_queues(record: dict[str, Any]) -> frozenset[str] | None:
+def consumed_queues(record: Mapping[str, Any]) -> frozenset[str] | None:
     """The queues a record says its instance consumes; None when it does not say (no field, or
     not a JSON array of names: what another writer put there is never trusted as "none")."""
     text = record.get(CONSUMES)

@@ -109,9 +109,10 @@ def coverage(settings: Mapping[str, Any], records: Iterable[Mapping[str, Any]], 
     consumers: dict[str, list[str]] = {}
     unknown = hidden
     for record in records:
-        consumed = consumed_queues(dict(record))
+        consumed = consumed_queues(record)
         if consumed is None:
-            unknown += record.get("service") == "worker"
+            if record.get("service") == "worker":  # a beat or an API consumes no task queue
+                unknown += 1
             continue
         for queue in consumed:
             consumers.setdefault(queue, []).append(str(record.get("instance", "")))

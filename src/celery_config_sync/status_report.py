@@ -51,7 +51,7 @@ def status_report(reader: RedisReader, *, broker: redis.Redis | None = None,
     scanned = scan_fleet(reader.client, reader.namespace)
     fleet = scanned.records
     queues = []
-    if published is not None:
+    if published is not None:  # before the records' consumes are decoded below
         settings = published.document.to_celery_settings()
         queues = coverage(settings, fleet, hidden=scanned.hidden,
                           depths=_depths(broker, declared_queues(settings), keyprefix, settings))

@@ -159,3 +159,24 @@ def test_the_largest_declarable_set_fits_and_a_larger_one_is_left_out() -> None:
     encoded = encode_consumes(largest)
     assert encoded is not None and len(encoded) <= FIELD_LIMITS[CONSUMES]
     assert encode_consumes([*largest, *("x" * 200 + str(i) for i in range(100))]) is None
+
+
+NAMES = ("celery", "scan", "gmm", "vectorization", "spare")
+
+
+@given(st.lists(st.one_of(st.none(), st.sets(st.sampled_from(NAMES))), max_size=6))
+def test_unconsumed_is_routed_minus_every_consumed_unless_a_worker_is_unknown(
+        fleet: list[set[str] | None]) -> None:
+    """Any fleet of workers (None: a record that does not say): the unconsumed queues are the
+    routed ones no record lists, or none at all while an unknown worker lives; the counts are
+    the records listing each queue."""
+    records = [worker(f"w{i}", *sorted(q)) if q is not None
+               else {"service": "worker", "instance": f"old{i}"} for i, q in enumerate(fleet)]
+    rows = by_name(coverage(SETTINGS, records))
+    known = [q for q in fleet if q is not None]
+    routed = set(routed_queues(SETTINGS))
+    expected = [] if None in fleet else [
+        name for name in NAMES if name in routed and not any(name in q for q in known)]
+    assert unconsumed(rows.values()) == expected
+    assert {name: row.consumers for name, row in rows.items()} == {
+        name: sum(name in q for q in known) for name in NAMES}
