@@ -38,6 +38,7 @@ from .history import list_history, read_version, rollback
 from .live_settings import describe, label
 from .loader import RedisReader, load_config
 from .log_setup import TAGS, configure_logging
+from .queue_depth import broker_client
 from .redis_layout import Keys, PublishResult, clear, publish
 from .snapshot_identity import foreign_snapshot
 from .source import read_source
@@ -388,12 +389,28 @@ def _echo_diff(old: ConfigDocument, new: ConfigDocument) -> None:
 @main.command("status")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
               show_default=True)
+@click.option("--broker", "broker_url", metavar="URL", default=None,
+              help="Read the queues' depths in this Redis, the broker's (a user allowed to read "
+                   "Celery's lists; CELERY_CONFIG_REDIS_PASSWORD_FILE applies) [default: no "
+                   "depths]")
 @pass_context
-def status_command(ctx: Context, fmt: str) -> None:
-    """The published version and every running instance. Exit 1 when an instance drifts
-    (another sha256), runs on a fallback, waits for a restart or rejected a version; 2 when
+def status_command(ctx: Context, fmt: str, broker_url: str | None) -> None:
+    """The published version, every running instance and every declared queue. Exit 1 when an
+    instance drifts (another sha256), runs on a fallback, waits for a restart or rejected a
+    version, or when a queue that routes or beat entries send to has no live consumer; 2 when
     the published content itself is invalid (the fleet is printed first)."""
-    report, _ = status_report(ctx.reader())
+    # The depths only when asked: the publisher's Redis user may not read Celery's lists (the
+    # stack's seeder may not), and a refusal would fill Redis's ACL LOG at every status.
+    broker = broker_client(broker_url, ctx.env.redis_password) if broker_url else None
+    if broker_url and broker is None:
+        raise Failure(f"--broker {redacted(broker_url)!r}: expected redis://, rediss:// or "
+                      "unix://", InvalidConfig.exit_code)
+    try:
+        report, _ = status_report(ctx.reader(), broker=broker,
+                                  keyprefix=ctx.env.celery_keyprefix)
+    finally:
+        if broker is not None:
+            broker.close()
     version, sha256, fleet = report["version"], report["sha256"], report["fleet"]
     change, published_error = report["change"], report["published_error"]
     failing = [record for record in fleet if record["problems"]]
@@ -416,11 +433,28 @@ def status_command(ctx: Context, fmt: str) -> None:
             click.echo(f"(and {report['fleet_hidden']} more instances, not shown)")
         for reason, count in sorted(report["fleet_skipped"].items()):
             click.echo(f"(skipped {count} record(s) under the fleet's prefix: {reason})")
+        _echo_queues(report["queues"])
     if published_error:  # the report is printed, and the contract's line and code follow
         raise Failure(f"published content is invalid: {published_error}",
                       InvalidConfig.exit_code)
-    if failing:
+    if failing or report["unconsumed_queues"]:
         sys.exit(1)
+
+
+def _echo_queues(queues: list[dict[str, Any]]) -> None:
+    """status's queue table: consumers, depth, and what sends to each unconsumed queue."""
+    if not queues:
+        return
+    click.echo(f"\n{'QUEUE':<24} {'CONSUMERS':>9} {'WAITING':>7}  STATE")
+    for queue in queues:
+        consumers = f"{queue['consumers']}" + (f"+{queue['unknown']}?" if queue["unknown"] else "")
+        waiting = "-" if queue["depth"] is None else queue["depth"]
+        state = queue["state"]
+        if state == "no consumer":
+            senders = queue["senders"]
+            more = f" and {len(senders) - 3} more" if len(senders) > 3 else ""
+            state = f"NO CONSUMER (sent to by {', '.join(senders[:3])}{more})"
+        click.echo(f"{queue['name']:<24} {consumers:>9} {waiting!s:>7}  {state}")
 
 
 @main.command("history")
