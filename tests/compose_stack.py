@@ -87,6 +87,9 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     tls: bool = False  # with compose/tls.yaml (TLS between the services and Redis)
     profile: str = "rpi"
+    # Ours, or a project's own that includes it (examples/orders/compose.yaml): its folder is
+    # the project directory.
+    compose_file: Path = COMPOSE_FILE
     # This project's own Redis passwords (and TLS material), made by the project's scripts,
     # as `make secrets` (and `make tls`) do.
     secrets: Path = field(init=False)
@@ -111,8 +114,8 @@ class Stack:
     def command(self, *args: str) -> list[str]:
         # compose/ is the project directory: its services extend compose/base.yaml, a path
         # compose versions resolve against the file or the project directory (the same here).
-        files = [COMPOSE_FILE, TLS_FILE] if self.tls else [COMPOSE_FILE]
-        return ["docker", "compose", "--project-directory", str(COMPOSE_FILE.parent),
+        files = [self.compose_file, TLS_FILE] if self.tls else [self.compose_file]
+        return ["docker", "compose", "--project-directory", str(self.compose_file.parent),
                 *(arg for path in files for arg in ("-f", str(path))),
                 "-p", self.project, "--profile", self.profile, *args]
 

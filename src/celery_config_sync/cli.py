@@ -41,7 +41,7 @@ from .log_setup import TAGS, configure_logging
 from .queue_depth import broker_client
 from .redis_layout import Keys, PublishResult, clear, publish
 from .snapshot_identity import foreign_snapshot
-from .source import read_source
+from .source import ReadSource, read_source
 from .status_report import status_report
 from .validation import redact
 from .waiting import wait_for_redis, wait_for_version
@@ -183,13 +183,13 @@ def _source(ctx: Context, source: str | None, overlay: str | None) -> tuple[str,
     return source or ctx.env.source, overlay or ctx.env.overlay
 
 
-def checked_source(ctx: Context, source: str, overlay: str | None) -> ConfigDocument:
+def checked_source(ctx: Context, source: str, overlay: str | None) -> ReadSource:
     """The source read and checked whole (every problem at once: exit 2, nothing touched),
     its notices on stderr, one line each."""
     read = read_source(source, overlay, allow=ctx.env.allow_unsafe)
     for notice in read.notices:
         click.echo(f"celery-config: notice: {one_line(notice)}", err=True)
-    return read.document
+    return read
 
 
 @main.command("check")
@@ -200,7 +200,7 @@ def check_command(ctx: Context, source: str | None, overlay: str | None) -> None
     """Check the source without Redis: every problem, one line each with what to change
     (exit 2), else a one-line summary (exit 0)."""
     source, overlay = _source(ctx, source, overlay)
-    document = checked_source(ctx, source, overlay)
+    document = checked_source(ctx, source, overlay).document
     click.echo(json.dumps({"ok": True, "queues": len(document.queues),
                            "routes": len(document.routes), "settings": len(document.base),
                            "app": len(document.app), "sha256": document.sha256}))
@@ -221,13 +221,12 @@ def publish_command(ctx: Context, source: str | None, overlay: str | None, force
     deadline = time.monotonic() + wait  # the whole command: the wait for Redis and the publish
     source, overlay = _source(ctx, source, overlay)
     # An invalid source: exit 2 before touching Redis.
-    document = checked_source(ctx, source, overlay)
+    read = checked_source(ctx, source, overlay)
     if not wait_for_redis(ctx.env.redis_url, max(0.0, deadline - time.monotonic())):
         raise RedisUnavailable(f"Redis {redacted(ctx.env.redis_url)} still unreachable "
                                f"after {wait:g} s")
-    label = f"{source}+{overlay}" if overlay else source
     with publishing_within(ctx, wait):
-        result = publish(ctx.client(deadline), ctx.env.namespace, document, source=label,
+        result = publish(ctx.client(deadline), ctx.env.namespace, read.document, source=read.label,
                          force=force, history=ctx.env.history, allow=ctx.env.allow_unsafe)
     echo_published(result)
 
@@ -328,9 +327,9 @@ def clear_command(ctx: Context, yes: bool) -> None:
 def export_command(ctx: Context, source: str | None, overlay: str | None, output: str) -> None:
     """Write the snapshot file (the last fallback) from the source, without Redis."""
     source, overlay = _source(ctx, source, overlay)
-    document = checked_source(ctx, source, overlay)
-    label = f"{source}+{overlay}" if overlay else source
-    text = render(document, version=0, meta={"source": label, "sha256": document.sha256})
+    read = checked_source(ctx, source, overlay)
+    text = render(read.document, version=0,
+                  meta={"source": read.label, "sha256": read.document.sha256})
     if output == "-":
         click.echo(text, nl=False)
     else:
@@ -352,7 +351,7 @@ def diff_command(ctx: Context, source: str | None, overlay: str | None,
     1 different."""
     if from_version is None and to_version is None:
         source, overlay = _source(ctx, source, overlay)
-        document = checked_source(ctx, source, overlay)
+        document = checked_source(ctx, source, overlay).document
         try:
             published = ctx.reader().load().document
         except NotPublished:

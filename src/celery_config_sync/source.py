@@ -36,6 +36,7 @@ class ReadSource:
 
     document: ConfigDocument
     notices: tuple[str, ...]
+    label: str  # how publish and export record it: the source, and the overlay if one applied
 
 
 def read_source(source: str, overlay: str | None = None, *,
@@ -81,7 +82,7 @@ def _checked(settings: dict[str, Any], notices: list[str], found: list[InvalidCo
         found.extend(problems(document, allow=allow))
     if found:
         raise SourceProblems(label, found)
-    return ReadSource(document, tuple(notices))
+    return ReadSource(document, tuple(notices), label)
 
 
 def load_source(source: str, overlay: str | None = None, *,
