@@ -158,3 +158,34 @@ def test_the_example_services_run_unprivileged_on_a_read_only_root(stack: Stack)
             which = stack.compose("exec", "-T", service, "sh", "-c", f"command -v {tool}",
                                   check=False)
             assert which.returncode != 0, (service, tool, which.stdout)
+
+
+def test_a_routed_queue_no_worker_consumes_is_shown_then_cleared(stack: Stack) -> None:
+    """The bug class this project exists to end, at run time: the stack's worker replaced by
+    one started with a -Q that leaves the routed queue "invoices" out. status exits 1 naming
+    it, /readyz and the metrics show it; the stack's worker back, it is clean again."""
+    stack.compose("stop", "worker")
+    partial = f"{stack.project}-partial-worker"
+    try:
+        stack.compose("run", "--detach", "--no-deps", "--name", partial, "worker", "celery",
+                      "worker", "--loglevel=INFO", "-Q", "default,emails", "-n", "partial@%h")
+
+        def flagged() -> bool:
+            code, report = fleet_status(stack)
+            return code == 1 and report["unconsumed_queues"] == ["invoices"]
+
+        wait_until(flagged, 90, f"status naming invoices\n{stack.logs()}", interval=1)
+        body = httpx.get(f"{stack.url}/readyz", timeout=10).json()
+        wait_until(lambda: httpx.get(f"{stack.url}/readyz", timeout=10).json().get(
+            "unconsumed_queues") == ["invoices"], 30, f"/readyz naming invoices ({body})")
+        metrics = httpx.get(f"{stack.url}/metrics", timeout=10).text
+        assert 'celery_config_queue_consumers{queue="invoices",routed="true"} 0.0' in metrics
+    finally:
+        docker("rm", "--force", "--volumes", partial, check=False)
+        stack.compose("start", "worker")
+
+    def clean() -> bool:
+        code, report = fleet_status(stack)
+        return code == 0 and report["unconsumed_queues"] == []
+
+    wait_until(clean, 90, "status clean with the stack's worker back", interval=1)
