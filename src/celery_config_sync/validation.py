@@ -152,19 +152,21 @@ def option_type(setting: str) -> str | None:
 
 
 def validate(document: ConfigDocument, canonical: bytes | None = None, *,
-             allow: frozenset[str] = frozenset()) -> None:
+             allow: frozenset[str] = frozenset(),
+             field_sizes: Mapping[str, Mapping[str, int]] | None = None) -> None:
     """Raise :class:`InvalidConfig` naming the first offending key; return None when valid.
 
     ``canonical`` is the document's canonical JSON when the caller already has it (a load
     hashes it anyway): sizes and the secret screen then cost one pass over those bytes.
     ``allow``: the unsafe settings the validating process accepts (CELERY_CONFIG_ALLOW_UNSAFE
-    in its own environment).
+    in its own environment). ``field_sizes``: section -> key -> size of its canonical JSON,
+    when the caller has them (a load reads the fields as stored), so as not to re-encode them.
     """
     if document.is_empty():
         raise InvalidConfig("config", "empty: no queue, route or setting (publish and load "
                                       "refuse it alike)")
     text = document.canonical().encode() if canonical is None else canonical
-    _check_sizes(document, len(text))
+    _check_sizes(document, len(text), field_sizes)
     if SECRET_WORD_SCREEN.search(text.lower()) or URL_PASSWORD_SCREEN.search(text):
         # secrets first: the gravest finding
         for section, entries in document.sections().items():
@@ -173,8 +175,9 @@ def validate(document: ConfigDocument, canonical: bytes | None = None, *,
     # Sorted: the error names the same key whatever order Redis returned the hash fields in.
     for name, queue in sorted(document.queues.items()):
         _check_queue(name, queue)
+    valid_routes: set[tuple[Any, ...]] = set()  # many routes share a value: checked once
     for pattern, route in sorted(document.routes.items()):
-        _check_route(pattern, route, document.queues)
+        _check_route(pattern, route, document.queues, valid_routes)
     for setting, value in sorted(document.base.items()):
         _check_setting(setting, value)
         _check_safe(setting, value, allow)
@@ -192,14 +195,16 @@ def entry_name(section: str, key: str) -> str:
     return f"{section}.{key}" if section in ("base", "app") else f"{section}[{key!r}]"
 
 
-def _check_sizes(document: ConfigDocument, total: int) -> None:
+def _check_sizes(document: ConfigDocument, total: int,
+                 field_sizes: Mapping[str, Mapping[str, int]] | None) -> None:
     for section, entries in document.sections().items():
         if len(entries) > LIMITS[section]:
             raise InvalidConfig(section, f"{len(entries)} entries, more than {LIMITS[section]}")
         if total <= LIMITS["field_bytes"]:
             continue  # no field can be larger than the whole
         for key, value in entries.items():
-            size = len(canonical_json(value).encode())
+            size = (field_sizes[section][key] if field_sizes is not None
+                    else len(canonical_json(value).encode()))
             if size > LIMITS["field_bytes"]:
                 raise InvalidConfig(entry_name(section, key),
                                     f"{size} bytes, more than {LIMITS['field_bytes']}")
@@ -279,12 +284,28 @@ def _check_exchange(where: str, exchange: Any) -> None:
                             f"(one of {', '.join(sorted(STANDARD_EXCHANGE_TYPES))})")
 
 
-def _check_route(pattern: str, route: Any, queues: Mapping[str, Any]) -> None:
+def _route_value_key(route: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What makes two route values the same for validation (each value's type too: True == 1
+    and 1.0 == 1 in Python, not in a route); None when a value is unhashable (never valid)."""
+    key = tuple((field, type(value), value) for field, value in route.items())
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _check_route(pattern: str, route: Any, queues: Mapping[str, Any],
+                 valid: set[tuple[Any, ...]]) -> None:
+    """``valid``: the route values found valid so far; one of them is not checked again."""
     where = f"routes[{pattern!r}]"
     if not NAME.match(pattern):
         raise InvalidConfig(where, "is not a task name or glob")
     if not isinstance(route, dict):
         raise InvalidConfig(where, f"must be an object, got {type(route).__name__}")
+    value_key = _route_value_key(route)
+    if value_key is not None and value_key in valid:
+        return
     for key, value in route.items():
         allowed = ROUTE_FIELDS.get(key)
         if allowed is None:
@@ -302,6 +323,8 @@ def _check_route(pattern: str, route: Any, queues: Mapping[str, Any]) -> None:
     if route.get("exchange_type") not in (None, *STANDARD_EXCHANGE_TYPES):
         raise InvalidConfig(f"{where}.exchange_type",
                             f"unknown exchange type {route['exchange_type']!r}")
+    if value_key is not None:
+        valid.add(value_key)
 
 
 def _check_setting(setting: str, value: Any) -> None:
