@@ -14,11 +14,11 @@ queues, 2,000 routes, 60 settings: bench/big_config.py, written as a settings mo
   live re-read  the watcher's re-read of a new version on its kept client: read, checks,
                 decoding (nothing memoized), kombu Queues built
   unchanged     the watcher's re-read when nothing changed (memoized on the exact bytes)
-  floor         a new redis-py client (its version given, not looked up), one pipelined read
-                of the same keys, nothing decoded, closed
+  floor         a new redis-py client with the same handshake as ours (connection.py:
+                LEAN_HANDSHAKE), one pipelined read of the same keys, nothing decoded, closed
   floor kept    the same read on a kept connection: the floor of a live re-read
-  floor default the floor with redis-py's default client (it looks its own version up in the
-                package metadata on every new connection)
+  floor default the floor with redis-py's default client: it looks its own version up in the
+                package metadata on every new connection, sends HELLO and two CLIENT SETINFO
   spec-style    the specification's loader: new client, PING, GET, three HGETALL, json.loads
   peer          what a Celery user runs without us: a fresh import of the same settings module
                 and ``config_from_object`` on a new app, its settings read once
@@ -54,6 +54,7 @@ from bench.big_config import big_source  # noqa: E402
 from tests.redis_process import RedisServer  # noqa: E402
 
 from celery_config_sync.codec import queue_from_dict  # noqa: E402
+from celery_config_sync.connection import LEAN_HANDSHAKE  # noqa: E402
 from celery_config_sync.environment import Environment  # noqa: E402
 from celery_config_sync.loader import RedisReader, load_config  # noqa: E402
 from celery_config_sync.redis_layout import Keys, publish, read_snapshot  # noqa: E402
@@ -69,18 +70,6 @@ class Case:
     name: str
     source: Path
     per_block: int
-
-
-def _no_lookup_client_options() -> dict[str, Any]:
-    """What a redis-py client needs so that it does not look its version up per connection."""
-    try:
-        from redis.driver_info import DriverInfo
-    except ImportError:  # redis-py < 7.1: the older keyword
-        return {"lib_version": redis.__version__}
-    return {"driver_info": DriverInfo(lib_version=redis.__version__)}
-
-
-NO_LOOKUP = _no_lookup_client_options()
 
 
 def fresh_import(path: Path) -> ModuleType:
@@ -137,7 +126,7 @@ def variants(case: Case, env: Environment, port: int, kept: redis.Redis) -> dict
         "load_config": ours,
         "live re-read": live_reread,
         "unchanged": watcher.load,
-        "floor": floor(NO_LOOKUP),
+        "floor": floor(LEAN_HANDSHAKE),
         "floor kept": lambda: read_snapshot(kept, namespace),
         "floor default": floor({}),
         "spec-style": spec_style,
@@ -266,7 +255,7 @@ def run_case(case: Case, server: RedisServer, work: Path, rounds: int) -> list[s
     env = Environment(redis_url=f"redis://127.0.0.1:{server.port}/0", namespace=namespace,
                       fallback_path=str(work / f"{case.name}-lkg.json"),
                       snapshot_path=str(work / "absent.json"))
-    kept = redis.Redis(port=server.port, **NO_LOOKUP)
+    kept = redis.Redis(port=server.port, **LEAN_HANDSHAKE)
     table = variants(case, env, server.port, kept)
     results = measure(table, rounds, case.per_block)
     commands = {name: commands_per_call(admin, fn, 5) for name, fn in table.items()}

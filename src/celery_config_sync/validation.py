@@ -287,7 +287,7 @@ def _check_exchange(where: str, exchange: Any) -> None:
 def _route_value_key(route: dict[str, Any]) -> tuple[Any, ...] | None:
     """What makes two route values the same for validation (each value's type too: True == 1
     and 1.0 == 1 in Python, not in a route); None when a value is unhashable (never valid)."""
-    key = tuple((field, type(value), value) for field, value in route.items())
+    key = (*route.items(), *map(type, route.values()))
     try:
         hash(key)
     except TypeError:
