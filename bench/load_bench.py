@@ -44,15 +44,16 @@ from types import ModuleType
 from typing import Any
 
 import redis
-from celery import Celery
 from redis.utils import HIREDIS_AVAILABLE
+
+from celery import Celery
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.big_config import big_source  # noqa: E402
 from tests.redis_process import RedisServer  # noqa: E402
 
+from bench.big_config import big_source  # noqa: E402
 from celery_config_sync.codec import queue_from_dict  # noqa: E402
 from celery_config_sync.connection import LEAN_HANDSHAKE  # noqa: E402
 from celery_config_sync.environment import Environment  # noqa: E402
@@ -70,6 +71,10 @@ class Case:
     name: str
     source: Path
     per_block: int
+
+
+def _str(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key
 
 
 def fresh_import(path: Path) -> ModuleType:
@@ -112,8 +117,8 @@ def variants(case: Case, env: Environment, port: int, kept: redis.Redis) -> dict
                                     for name in ("queues", "routes", "base"))
             return {"version": int(version or 0),
                     "task_queues": [queue_from_dict(json.loads(v)) for v in queues.values()],
-                    "task_routes": {k.decode(): json.loads(v) for k, v in routes.items()},
-                    **{k.decode(): json.loads(v) for k, v in base.items()}}
+                    "task_routes": {_str(k): json.loads(v) for k, v in routes.items()},
+                    **{_str(k): json.loads(v) for k, v in base.items()}}
         finally:
             client.close()
 
