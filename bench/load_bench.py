@@ -25,8 +25,8 @@ queues, 2,000 routes, 60 settings: bench/big_config.py, written as a settings mo
                 and ``config_from_object`` on a new app, its settings read once
 
 Targets (issue 20): load_config <= 1.3x the floor, and with its settings <= 2.5x the peer, on
-the realistic source; the big configuration's load_config <= 3x its floor. Also shown: Redis commands per call
-(INFO commandstats), and the parser (hiredis when installed).
+the realistic source; the big configuration's load_config <= 3x its floor. Also shown: Redis
+commands per call (INFO commandstats), and the parser (hiredis when installed).
 """
 
 from __future__ import annotations
