@@ -175,9 +175,8 @@ def validate(document: ConfigDocument, canonical: bytes | None = None, *,
     # Sorted: the error names the same key whatever order Redis returned the hash fields in.
     for name, queue in sorted(document.queues.items()):
         _check_queue(name, queue)
-    valid_routes: set[tuple[Any, ...]] = set()  # many routes share a value: checked once
     for pattern, route in sorted(document.routes.items()):
-        _check_route(pattern, route, document.queues, valid_routes)
+        _check_route(pattern, route, document.queues)
     for setting, value in sorted(document.base.items()):
         _check_setting(setting, value)
         _check_safe(setting, value, allow)
@@ -284,28 +283,12 @@ def _check_exchange(where: str, exchange: Any) -> None:
                             f"(one of {', '.join(sorted(STANDARD_EXCHANGE_TYPES))})")
 
 
-def _route_value_key(route: dict[str, Any]) -> tuple[Any, ...] | None:
-    """What makes two route values the same for validation (each value's type too: True == 1
-    and 1.0 == 1 in Python, not in a route); None when a value is unhashable (never valid)."""
-    key = (*route.items(), *map(type, route.values()))
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
-
-
-def _check_route(pattern: str, route: Any, queues: Mapping[str, Any],
-                 valid: set[tuple[Any, ...]]) -> None:
-    """``valid``: the route values found valid so far; one of them is not checked again."""
+def _check_route(pattern: str, route: Any, queues: Mapping[str, Any]) -> None:
     where = f"routes[{pattern!r}]"
     if not NAME.match(pattern):
         raise InvalidConfig(where, "is not a task name or glob")
     if not isinstance(route, dict):
         raise InvalidConfig(where, f"must be an object, got {type(route).__name__}")
-    value_key = _route_value_key(route)
-    if value_key is not None and value_key in valid:
-        return
     for key, value in route.items():
         allowed = ROUTE_FIELDS.get(key)
         if allowed is None:
@@ -323,8 +306,6 @@ def _check_route(pattern: str, route: Any, queues: Mapping[str, Any],
     if route.get("exchange_type") not in (None, *STANDARD_EXCHANGE_TYPES):
         raise InvalidConfig(f"{where}.exchange_type",
                             f"unknown exchange type {route['exchange_type']!r}")
-    if value_key is not None:
-        valid.add(value_key)
 
 
 def _check_setting(setting: str, value: Any) -> None:
