@@ -37,11 +37,14 @@ def render(document: ConfigDocument, *, version: int, meta: dict[str, str]) -> s
     }, indent=2, sort_keys=True) + "\n"
 
 
-def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
+def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644, *,
+                 durable: bool = True) -> None:
     """Temp file in the same directory, fsync, rename: a reader sees the old file or the new.
 
     ``mode`` defaults to world-readable: validation keeps secrets out of the config, and a
     snapshot exported at image build time is read by the services' unprivileged user.
+    ``durable=False`` leaves out the two fsyncs (file and directory): for a file that a power
+    cut may lose or empty without harm (the digest of last-known-good).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -51,12 +54,15 @@ def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> 
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -74,11 +80,15 @@ def write_with_digest(path: str | os.PathLike[str], text: str, *, version: int,
                       sha256: str) -> None:
     """Write ``text`` (the rendering of version ``version``, content ``sha256``) to ``path``,
     then its digest beside it, each atomically. Interrupted between the two, the digest left
-    names the previous file's bytes: it no longer matches, and the next load writes again."""
+    names the previous file's bytes: it no longer matches, and the next load writes again.
+
+    The file is durable (fsynced) before its digest is written, and the digest is not fsynced:
+    whatever a power cut leaves of it (nothing, an empty file, the previous digest) fails to
+    match and costs one more write, never a wrong skip; an SD card is spared two fsyncs."""
     write_atomic(path, text)
     write_atomic(digest_path(path), canonical_json({
         "format": DIGEST_FORMAT, "version": version, "sha256": sha256,
-        "file_sha256": hashlib.sha256(text.encode()).hexdigest()}) + "\n")
+        "file_sha256": hashlib.sha256(text.encode()).hexdigest()}) + "\n", durable=False)
 
 
 def holds(path: str | os.PathLike[str], *, version: int, sha256: str) -> bool:
