@@ -229,15 +229,18 @@ def queue_to_dict(queue: Queue) -> dict[str, Any]:
     return data
 
 
+# kombu's attribute tables as sets, built once: every load rebuilds every queue.
+_EXCHANGE_ATTRS = frozenset(name for name, _ in Exchange.attrs)
+_QUEUE_KWARGS = frozenset(name for name, _ in Queue.attrs) - {"name", "exchange", "bindings"}
+
+
 def exchange_from_dict(data: Mapping[str, Any]) -> Exchange:
-    known = {name for name, _ in Exchange.attrs}
-    return Exchange(**{k: v for k, v in data.items() if k in known})
+    return Exchange(**{k: v for k, v in data.items() if k in _EXCHANGE_ATTRS})
 
 
 def queue_from_dict(data: Mapping[str, Any]) -> Queue:
     """Inverse of :func:`queue_to_dict`, driven by ``Queue.attrs``."""
-    known = {name for name, _ in Queue.attrs} - {"name", "exchange", "bindings"}
-    kwargs = {k: v for k, v in data.items() if k in known}
+    kwargs = {k: v for k, v in data.items() if k in _QUEUE_KWARGS}
     exchange = data.get("exchange")
     bindings = [
         binding(exchange_from_dict(b["exchange"]) if b.get("exchange") else None,

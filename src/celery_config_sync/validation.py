@@ -210,21 +210,24 @@ def option_type(setting: str) -> str | None:
 
 
 def validate(document: ConfigDocument, canonical: bytes | None = None, *,
-             allow: frozenset[str] = frozenset()) -> None:
+             allow: frozenset[str] = frozenset(),
+             field_sizes: Mapping[str, Mapping[str, int]] | None = None) -> None:
     """Raise :class:`InvalidConfig` naming the first offending key; return None when valid.
 
     ``canonical`` is the document's canonical JSON when the caller already has it (a load
     hashes it anyway): sizes and the secret screen then cost one pass over those bytes.
     ``allow``: the unsafe settings the validating process accepts (CELERY_CONFIG_ALLOW_UNSAFE
-    in its own environment).
+    in its own environment). ``field_sizes``: section -> key -> size of its canonical JSON,
+    when the caller has them (a load reads the fields as stored), so as not to re-encode them.
     """
-    found = problems(document, canonical, allow=allow)
+    found = problems(document, canonical, allow=allow, field_sizes=field_sizes)
     if found:
         raise found[0]
 
 
 def problems(document: ConfigDocument, canonical: bytes | None = None, *,
-             allow: frozenset[str] = frozenset()) -> list[InvalidConfig]:
+             allow: frozenset[str] = frozenset(),
+             field_sizes: Mapping[str, Mapping[str, int]] | None = None) -> list[InvalidConfig]:
     """Every problem of ``document``, one per offending entry, in a stable order (sorted: the
     same keys whatever order Redis returned the hash fields in), secrets first."""
     if document.is_empty():
@@ -239,7 +242,7 @@ def problems(document: ConfigDocument, canonical: bytes | None = None, *,
         except InvalidConfig as exc:
             found.append(exc)
 
-    check(_check_sizes, document, len(text))
+    check(_check_sizes, document, len(text), field_sizes)
     if found:
         return found  # too big to walk: that is the one problem to fix first
     if SECRET_WORD_SCREEN.search(text.lower()) or URL_PASSWORD_SCREEN.search(text):
@@ -279,14 +282,16 @@ def entry_name(section: str, key: str) -> str:
     return f"{section}.{key}" if section in ("base", "app") else f"{section}[{key!r}]"
 
 
-def _check_sizes(document: ConfigDocument, total: int) -> None:
+def _check_sizes(document: ConfigDocument, total: int,
+                 field_sizes: Mapping[str, Mapping[str, int]] | None) -> None:
     for section, entries in document.sections().items():
         if len(entries) > LIMITS[section]:
             raise InvalidConfig(section, f"{len(entries)} entries, more than {LIMITS[section]}")
         if total <= LIMITS["field_bytes"]:
             continue  # no field can be larger than the whole
         for key, value in entries.items():
-            size = len(canonical_json(value).encode())
+            size = (field_sizes[section][key] if field_sizes is not None
+                    else len(canonical_json(value).encode()))
             if size > LIMITS["field_bytes"]:
                 raise InvalidConfig(entry_name(section, key),
                                     f"{size} bytes, more than {LIMITS['field_bytes']}")
