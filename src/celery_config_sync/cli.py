@@ -193,13 +193,17 @@ def checked_source(ctx: Context, source: str, overlay: str | None) -> ReadSource
 
 
 @main.command("check")
+@click.argument("path", metavar="[SOURCE]", required=False)
 @source_option
 @overlay_option
 @pass_context
-def check_command(ctx: Context, source: str | None, overlay: str | None) -> None:
-    """Check the source without Redis: every problem, one line each with what to change
-    (exit 2), else a one-line summary (exit 0)."""
-    source, overlay = _source(ctx, source, overlay)
+def check_command(ctx: Context, path: str | None, source: str | None,
+                  overlay: str | None) -> None:
+    """Check SOURCE (or --source) without Redis: every problem, one line each with what to
+    change (exit 2), else a one-line summary (exit 0)."""
+    if path and source and path != source:
+        raise Failure("check takes the source as SOURCE or --source, not both", 2)
+    source, overlay = _source(ctx, path or source, overlay)
     document = checked_source(ctx, source, overlay).document
     click.echo(json.dumps({"ok": True, "queues": len(document.queues),
                            "routes": len(document.routes), "settings": len(document.base),

@@ -206,7 +206,7 @@ def test_ten_problems_are_ten_lines_in_one_run(tmp_path: Path, redis_server: Red
 
 
 def test_an_app_key_that_is_a_setting_and_the_rest_at_once(tmp_path: Path) -> None:
-    result = run("check", "--source", write_source(tmp_path, TEN_PROBLEMS))
+    result = run("check", write_source(tmp_path, TEN_PROBLEMS))  # SOURCE as an argument
     lines = [line for line in result.stderr.splitlines() if line.startswith("celery-config: e")]
     assert result.returncode == 2 and len(lines) == 12, lines
     assert any("app.task_time_limit: is a Celery setting" in line for line in lines), lines
