@@ -14,7 +14,10 @@ BASE_IMAGE ?= debian:bookworm-slim
 PLATFORMS ?= linux/arm64,linux/amd64
 # A CA bundle for pip inside image builds (TLS-intercepting proxies); empty: none.
 CA_BUNDLE ?=
-export REGISTRY TAG BASE_IMAGE PLATFORMS CA_BUNDLE
+# The images' OCI labels and second tag: the project's version (pyproject.toml) and revision.
+VERSION  ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+export REGISTRY TAG BASE_IMAGE PLATFORMS CA_BUNDLE VERSION REVISION
 NATIVE_PLATFORM = $(shell docker version --format '{{.Server.Os}}/{{.Server.Arch}}')
 # TLS=1: the stack with TLS between the services and Redis (compose/tls.yaml; `make tls`).
 TLS ?=
@@ -69,15 +72,15 @@ integration-bench: install ## What attach() costs: worker throughput (prefork, s
 	$(PY) bench/integration_cost.py
 
 .PHONY: bake
-bake: ## Build every image for $(PLATFORMS) with docker buildx bake
-	docker buildx bake
+bake: ## Build every image (and the example project's) for $(PLATFORMS) with docker buildx bake
+	docker buildx bake default example
 
 .PHONY: bake-native
-bake-native: ## Build every image for this machine's platform only (quick loop)
-	docker buildx bake --set '*.platform=$(NATIVE_PLATFORM)'
+bake-native: ## Build every image (and the example's) for this machine's platform only (quick loop)
+	docker buildx bake --set '*.platform=$(NATIVE_PLATFORM)' default example
 
 .PHONY: push
-push: ## Build every image for $(PLATFORMS) and push it to $(REGISTRY)
+push: ## Build every image for $(PLATFORMS) and push it to $(REGISTRY), tagged $(TAG) and $(VERSION)
 	docker buildx bake --push
 
 .PHONY: images-report

@@ -1,185 +1,278 @@
-"""Benchmark: ``load`` against the specification's loader and against the raw floor.
+"""Benchmark: ``load_config(env)`` against the new-connection floor and against the peer.
 
-Printed, never asserted (these machines are noisy): every variant runs in the same process,
-against the same redis-server, interleaved round by round, so the ratios are comparable.
+Printed, never asserted (these machines are noisy). Every variant runs in the same process,
+against the same redis-server, in rotating blocks (round r starts with the r-th variant), so
+that a slow moment of the machine falls on every variant alike; each figure is the median of
+every call, with its spread: the interquartile range and the range of the per-block medians.
+A ratio is that of the medians, with the range of the same ratio taken round by round.
 
-  spec-style  new connection, PING, GET version, three HGETALL, per-field decode into kombu
-  load        RedisReader.load(): one MULTI/EXEC round trip, sha256 check, full validation and
-              decode (memo off: every call parses, like a first load)
-  load+memo   the same reader as a service keeps it: decoding memoized on the exact bytes
-  floor       one raw pipelined round trip of the same keys, no decoding at all
+Two configurations: ``realistic`` (config/celery/source.py, the demo's) and ``big`` (200
+queues, 2,000 routes, 60 settings: bench/big_config.py, written as a settings module).
 
-Targets (issue 2): load >= 3x faster than spec-style, within 1.5x of the floor, and exactly one
-round trip per load (counted from the client socket and from INFO commandstats).
+  load_config   ``load_config(env)`` as a service starts: a new client, one read, sha256,
+                strict decoding, validation, last-known-good found up to date
+  +settings     the same and its ``.settings`` (kombu Queues built): what the peer delivers
+  live re-read  the watcher's re-read of a new version on its kept client: read, checks,
+                decoding (nothing memoized), kombu Queues built
+  unchanged     the watcher's re-read when nothing changed (memoized on the exact bytes)
+  floor         a new redis-py client with the same handshake as ours (connection.py:
+                LEAN_HANDSHAKE), one pipelined read of the same keys, nothing decoded, closed
+  floor kept    the same read on a kept connection: the floor of a live re-read
+  floor default the floor with redis-py's default client: it looks its own version up in the
+                package metadata on every new connection, sends HELLO and two CLIENT SETINFO
+  spec-style    the specification's loader: new client, PING, GET, three HGETALL, json.loads
+  peer          what a Celery user runs without us: a fresh import of the same settings module
+                and ``config_from_object`` on a new app, its settings read once
+
+Targets (issue 20): load_config <= 1.3x the floor, and with its settings <= 2.5x the peer, on
+the realistic source; the big configuration's load_config <= 3x its floor. Also shown: Redis
+commands per call (INFO commandstats), and the parser (hiredis when installed).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import redis
+from redis.utils import HIREDIS_AVAILABLE
+
+from celery import Celery
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.redis_process import RedisServer  # noqa: E402
 
+from bench.big_config import big_source  # noqa: E402
 from celery_config_sync.codec import queue_from_dict  # noqa: E402
-from celery_config_sync.loader import RedisReader  # noqa: E402
+from celery_config_sync.connection import LEAN_HANDSHAKE  # noqa: E402
+from celery_config_sync.environment import Environment  # noqa: E402
+from celery_config_sync.loader import RedisReader, load_config  # noqa: E402
 from celery_config_sync.redis_layout import Keys, publish, read_snapshot  # noqa: E402
 from celery_config_sync.source import load_source  # noqa: E402
 
-NS = "celery_config"
-KEYS = Keys(NS)
+Variant = Callable[[], Any]
 
 
-class CountingConnection(redis.Connection):
-    """Counts writes to the socket: one per round trip (a pipeline is sent in one write)."""
+@dataclass(frozen=True)
+class Case:
+    """One configuration to measure: its settings module and how many calls per block."""
 
-    round_trips = 0
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        CountingConnection.round_trips += 1
-        super().send_packed_command(command, check_health)
-
-    def on_connect(self) -> None:
-        CountingConnection.round_trips += 1  # the TCP handshake is a round trip too
-        super().on_connect()
+    name: str
+    source: Path
+    per_block: int
 
 
 def _str(key: bytes | str) -> str:
     return key.decode() if isinstance(key, bytes) else key
 
 
-def spec_style_loader(port: int) -> Callable[[], Any]:
-    """The specification's loader: a new client each call, PING, GET, three HGETALL, decode."""
+def fresh_import(path: Path) -> ModuleType:
+    """The module at ``path`` imported anew (its cached bytecode used, as at a process start)."""
+    spec = importlib.util.spec_from_file_location("peer_settings", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    def load() -> dict[str, Any]:
-        pool = redis.ConnectionPool(port=port, connection_class=CountingConnection)
-        client = redis.Redis(connection_pool=pool, decode_responses=False)
+
+def variants(case: Case, env: Environment, port: int, kept: redis.Redis) -> dict[str, Variant]:
+    namespace = env.namespace
+    keys = Keys(namespace)
+    reader = RedisReader(kept, namespace)
+    watcher = RedisReader(kept, namespace)
+
+    def ours() -> Any:
+        return load_config(env)
+
+    def ours_with_settings() -> Any:
+        return load_config(env).settings
+
+    def live_reread() -> Any:
+        reader._last = None  # a new version: nothing to reuse
+        return reader.load().document.to_celery_settings()
+
+    def floor(options: dict[str, Any]) -> Variant:
+        def read() -> Any:
+            client = redis.Redis(port=port, **options)
+            try:
+                return read_snapshot(client, namespace)
+            finally:
+                client.close()
+        return read
+
+    def spec_style() -> Any:
+        client = redis.Redis(port=port)
         try:
             client.ping()
-            version = client.get(KEYS.version)
-            queues = client.hgetall(KEYS.queues)
-            routes = client.hgetall(KEYS.routes)
-            base = client.hgetall(KEYS.base)
-            return {
-                "version": int(version or 0),
-                "task_queues": [queue_from_dict(json.loads(v)) for v in queues.values()],
-                "task_routes": {_str(k): json.loads(v) for k, v in routes.items()},
-                **{_str(k): json.loads(v) for k, v in base.items()},
-            }
+            version = client.get(keys.version)
+            queues, routes, base = (client.hgetall(keys.section(name))
+                                    for name in ("queues", "routes", "base"))
+            return {"version": int(version or 0),
+                    "task_queues": [queue_from_dict(json.loads(v)) for v in queues.values()],
+                    "task_routes": {_str(k): json.loads(v) for k, v in routes.items()},
+                    **{_str(k): json.loads(v) for k, v in base.items()}}
         finally:
             client.close()
-            pool.disconnect()
 
-    return load
+    def peer() -> Any:
+        app = Celery("peer", set_as_current=False)
+        app.config_from_object(fresh_import(case.source))
+        return app.conf.task_routes
+
+    table: dict[str, Variant] = {
+        "load_config": ours,
+        "+settings": ours_with_settings,
+        "live re-read": live_reread,
+        "unchanged": watcher.load,
+        "floor": floor(LEAN_HANDSHAKE),
+        "floor kept": lambda: read_snapshot(kept, namespace),
+        "floor default": floor({}),
+        "spec-style": spec_style,
+        "peer": peer,
+    }
+    if case.name != "realistic":  # the specification's layout comparison is issue 2's, once
+        del table["spec-style"], table["floor default"]
+    return table
 
 
-def ours(client: redis.Redis, memo: bool) -> Callable[[], Any]:
-    reader = RedisReader(client, NS)
-
-    def load() -> Any:
-        if not memo:
-            reader._last = None  # force a full parse: the cost of a first load
-        published = reader.load()
-        return published.document.to_celery_settings() if not memo else published
-
-    return load
-
-
-def floor(client: redis.Redis) -> Callable[[], Any]:
-    """The library's own one-round-trip read, nothing decoded."""
-    return lambda: read_snapshot(client, NS)
-
-
-def commands_per_call(client: redis.Redis, fn: Callable[[], Any], calls: int) -> float:
+def commands_per_call(admin: redis.Redis, fn: Variant, calls: int) -> float:
     def total() -> int:
-        stats = client.info("commandstats")
+        stats = admin.info("commandstats")
         return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
     before = total()
     for _ in range(calls):
         fn()
-    return (total() - before - 1) / calls  # minus the INFO itself
+    return (total() - before) / calls
+
+
+@dataclass
+class Measured:
+    samples: list[float]
+    blocks: list[float]  # the median of each block, round by round
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.samples)
+
+    def quartiles(self) -> tuple[float, float]:
+        q = statistics.quantiles(self.samples, n=4)
+        return q[0], q[2]
+
+
+def measure(table: dict[str, Variant], rounds: int, per_block: int) -> dict[str, Measured]:
+    names = list(table)
+    results = {name: Measured([], []) for name in names}
+    for fn in table.values():
+        fn()  # warm up: imports, first connection, last-known-good written
+    for round_index in range(rounds):
+        start = round_index % len(names)
+        for name in names[start:] + names[:start]:
+            fn, block = table[name], []
+            for _ in range(per_block):
+                started = time.perf_counter()
+                fn()
+                block.append(time.perf_counter() - started)
+            results[name].samples.extend(block)
+            results[name].blocks.append(statistics.median(block))
+    return results
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}"
+
+
+def ratio(results: dict[str, Measured], a: str, b: str) -> tuple[float, float, float]:
+    """p50(a) / p50(b), and the least and greatest of the same ratio round by round."""
+    per_round = [x / y for x, y in zip(results[a].blocks, results[b].blocks, strict=True)]
+    return results[a].p50 / results[b].p50, min(per_round), max(per_round)
+
+
+def report(case: Case, document_sizes: str, results: dict[str, Measured],
+           commands: dict[str, float], rounds: int) -> list[str]:
+    print(f"\n== {case.name}: {document_sizes}; {rounds} rounds x {case.per_block} calls "
+          "per variant")
+    print(f"{'variant':<14} {'p50 ms':>8} {'p25-p75 ms':>17} {'block p50s ms':>17} "
+          f"{'commands':>9}")
+    for name, measured in results.items():
+        low, high = measured.quartiles()
+        print(f"{name:<14} {ms(measured.p50):>8} {ms(low):>8}-{ms(high):<8} "
+              f"{ms(min(measured.blocks)):>8}-{ms(max(measured.blocks)):<8} "
+              f"{commands[name]:>9.1f}")
+    targets = [("load_config", "floor", 3.0 if case.name == "big" else 1.3),
+               ("+settings", "floor", None), ("live re-read", "floor kept", None),
+               ("unchanged", "floor kept", None)]
+    if case.name == "realistic":
+        targets += [("+settings", "peer", 2.5), ("spec-style", "+settings", None),
+                    ("floor default", "floor", None)]
+    else:
+        targets += [("+settings", "peer", None)]
+    lines = []
+    print("ratios, p50 (range over rounds):")
+    for a, b, target in targets:
+        value, low, high = ratio(results, a, b)
+        verdict = "" if target is None else (
+            f"   target <= {target}x: {'met' if value <= target else 'MISSED'}")
+        line = f"  {case.name}: {a} / {b}: {value:.2f}x ({low:.2f}-{high:.2f}){verdict}"
+        print(line)
+        if target is not None:
+            lines.append(line)
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--per-round", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--per-block", type=int, default=25,
+                        help="calls per block for the realistic configuration")
+    parser.add_argument("--big-per-block", type=int, default=4,
+                        help="calls per block for the big configuration")
     args = parser.parse_args()
-
+    print(f"redis-py {redis.__version__}, parser: "
+          f"{'hiredis' if HIREDIS_AVAILABLE else 'pure Python'}; figures in ms")
     with tempfile.TemporaryDirectory() as workdir:
-        server = RedisServer(Path(workdir))
+        work = Path(workdir)
+        (work / "big_settings.py").write_text(big_source())
+        cases = [Case("realistic", ROOT / "config" / "celery" / "source.py", args.per_block),
+                 Case("big", work / "big_settings.py", args.big_per_block)]
+        server = RedisServer(work)
         server.start()
         try:
-            run(server, args.rounds, args.per_round)
+            closing = [line for case in cases
+                       for line in run_case(case, server, work, args.rounds)]
         finally:
             server.stop()
+    print("\ntargets (issue 20):")
+    print("\n".join(closing))
 
 
-def run(server: RedisServer, rounds: int, per_round: int) -> None:
-    document = load_source(str(ROOT / "config" / "celery" / "source.py"))
+def run_case(case: Case, server: RedisServer, work: Path, rounds: int) -> list[str]:
+    document = load_source(str(case.source))
+    namespace = f"bench_{case.name}"
     admin = server.client()
-    publish(admin, NS, document, source="bench")
-    pool = redis.ConnectionPool(port=server.port, connection_class=CountingConnection)
-    client = redis.Redis(connection_pool=pool)
-    variants: dict[str, Callable[[], Any]] = {
-        "spec-style": spec_style_loader(server.port),
-        "load": ours(client, memo=False),
-        "load+memo": ours(client, memo=True),
-        "floor": floor(client),
-    }
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    trips: dict[str, float] = {}
-    for fn in variants.values():
-        fn()  # warm up: imports, connections, first decode
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            timings = samples[name]
-            for _ in range(per_round):
-                started = time.perf_counter()
-                fn()
-                timings.append(time.perf_counter() - started)
-    for name, fn in variants.items():
-        CountingConnection.round_trips = 0
-        for _ in range(100):
-            fn()
-        trips[name] = CountingConnection.round_trips / 100
-    commands = {name: commands_per_call(admin, fn, 100) for name, fn in variants.items()}
-
-    def p(values: list[float], q: float) -> float:
-        return statistics.quantiles(values, n=100)[int(q) - 1] * 1e6
-
-    print(f"config: {len(document.queues)} queues, {len(document.routes)} routes, "
-          f"{len(document.base)} settings, {len(document.canonical())} bytes canonical")
-    print(f"{rounds} interleaved rounds x {per_round} loads per variant, "
-          "redis-server on loopback\n")
-    print(f"{'variant':<12} {'loads/s':>9} {'p50 us':>8} {'p99 us':>8} {'round trips':>12} "
-          f"{'commands':>9}")
-    medians = {}
-    for name, values in samples.items():
-        medians[name] = statistics.median(values)
-        print(f"{name:<12} {1 / statistics.mean(values):>9.0f} {p(values, 50):>8.1f} "
-              f"{p(values, 99):>8.1f} {trips[name]:>12.2f} {commands[name]:>9.2f}")
-    print("\nratios (p50):")
-    for name in ("load", "load+memo"):
-        speedup = medians["spec-style"] / medians[name]
-        over_floor = medians[name] / medians["floor"]
-        print(f"  {name:<10} {speedup:5.1f}x faster than spec-style (target >= 3x: "
-              f"{'met' if speedup >= 3 else 'MISSED'}), {over_floor:4.2f}x the floor "
-              f"(target <= 1.5x: {'met' if over_floor <= 1.5 else 'MISSED'})")
-    print(f"  round trips per load: {trips['load']:.2f} (target 1: "
-          f"{'met' if trips['load'] == 1 else 'MISSED'})")
+    publish(admin, namespace, document, source="bench")
+    env = Environment(redis_url=f"redis://127.0.0.1:{server.port}/0", namespace=namespace,
+                      fallback_path=str(work / f"{case.name}-lkg.json"),
+                      snapshot_path=str(work / "absent.json"))
+    kept = redis.Redis(port=server.port, **LEAN_HANDSHAKE)
+    table = variants(case, env, server.port, kept)
+    results = measure(table, rounds, case.per_block)
+    commands = {name: commands_per_call(admin, fn, 10) for name, fn in table.items()}
+    sizes = (f"{len(document.queues)} queues, {len(document.routes)} routes, "
+             f"{len(document.base)} settings, {len(document.canonical())} bytes canonical")
+    return report(case, sizes, results, commands, rounds)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ IMAGES = ("redis", "config-seeder", "worker", "api")
 COMPOSE_FILE = ROOT / "compose" / "compose.yaml"
 # Variables of the caller's shell that would change which stack compose runs.
 FOREIGN = ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "DOCKER_DEFAULT_PLATFORM",
-           "API_PORT", "API_BIND", "CELERY_CONFIG_WAIT_TIMEOUT", "CELERY_CONFIG_ON_TIMEOUT",
+           "IMAGES", "API_PORT", "API_BIND", "CELERY_CONFIG_WAIT_TIMEOUT",
+           "CELERY_CONFIG_ON_TIMEOUT",
            "CELERY_CONFIG_LIVE_RELOAD", "CELERY_CONFIG_ON_RESTART_REQUIRED",
            "CELERY_CONFIG_HEARTBEAT_INTERVAL", "CELERY_CONFIG_BEAT_LOCK_TIMEOUT",
            "CELERY_SECRETS_DIR", "API_DEV_PORT", "REDIS_DEV_PORT", "BEAT_REPLICAS",
@@ -88,6 +89,9 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     tls: bool = False  # with compose/tls.yaml (TLS between the services and Redis)
     profile: str = "rpi"
+    # Ours, or a project's own that includes it (examples/orders/compose.yaml): its folder is
+    # the project directory.
+    compose_file: Path = COMPOSE_FILE
     # This project's own Redis passwords (and TLS material), made by the project's scripts,
     # as `make secrets` (and `make tls`) do.
     secrets: Path = field(init=False)
@@ -122,8 +126,8 @@ class Stack:
     def command(self, *args: str) -> list[str]:
         # compose/ is the project directory: its services extend compose/base.yaml, a path
         # compose versions resolve against the file or the project directory (the same here).
-        files = [COMPOSE_FILE, TLS_FILE] if self.tls else [COMPOSE_FILE]
-        return ["docker", "compose", "--project-directory", str(COMPOSE_FILE.parent),
+        files = [self.compose_file, TLS_FILE] if self.tls else [self.compose_file]
+        return ["docker", "compose", "--project-directory", str(self.compose_file.parent),
                 *(arg for path in files for arg in ("-f", str(path))),
                 "-p", self.project, "--profile", self.profile, *args]
 

@@ -102,6 +102,16 @@ class ConfigSync:
             raise RuntimeError("the shared configuration is not loaded in this process yet")
         return self.live.current
 
+    def consumed_queues(self) -> list[str] | None:
+        """The queues this worker's task consumer is set to consume now (after -Q,
+        add_consumer/cancel_consumer and live changes), for its fleet record; None while it has
+        no task consumer (starting, or between two broker connections). Called on the
+        watcher's thread: kombu's ``queues`` is a copy made in one step."""
+        task_consumer = getattr(self.consumer, "task_consumer", None)
+        if task_consumer is None:
+            return None
+        return [queue.name for queue in task_consumer.queues]
+
     def status(self) -> dict[str, Any]:
         """This instance's facts (the fleet record, what Redis holds, whether it lags)."""
         if self.live is None:
@@ -197,7 +207,11 @@ class ConfigSync:
         install(self.app, new.routing)
         task_consumer = getattr(self.consumer, "task_consumer", None)
         if task_consumer is not None:
+            before = {queue.name for queue in task_consumer.queues}
             _switch_consumers(task_consumer, old, new)
+            watcher = self.live.watcher
+            if watcher is not None and before != {q.name for q in task_consumer.queues}:
+                watcher.tick_soon()  # the fleet record says so now, not a heartbeat later
         if self.slot is not None:
             self.slot.write(new.loaded)
         if (self.role == "worker" and new.restart_required
@@ -328,6 +342,7 @@ class LiveConsumers(bootsteps.StartStopStep):  # type: ignore[misc]
         if sync is None or sync.live is None:
             return
         sync.consumer = c
+        sync.live.consumes = sync.consumed_queues
         if not sync.selection_known:  # -Q was applied to app.amqp.queues by now
             chosen = c.app.amqp.queues._consume_from
             sync.selected = frozenset(chosen) if chosen is not None else None

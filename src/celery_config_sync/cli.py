@@ -1,4 +1,4 @@
-"""``celery-config``: publish, show, wait, load, export, diff, status, history and rollback.
+"""``celery-config``: check, publish, show, wait, load, export, diff, status, history and rollback.
 
 Exit codes (DESIGN.md): 0 ok, 1 a difference or check failed, 2 usage or invalid input,
 3 timed out (Redis unreachable counts as timed out: every command retries until its timeout).
@@ -29,21 +29,27 @@ from .errors import (
     NotPublished,
     RedisAccessDenied,
     RedisUnavailable,
+    SourceProblems,
     is_wrong_type,
+    one_line,
 )
 from .fallback_files import render, write_atomic
 from .history import list_history, read_version, rollback
 from .live_settings import describe, label
 from .loader import RedisReader, load_config
 from .log_setup import TAGS, configure_logging
+from .queue_depth import broker_client
 from .redis_layout import Keys, PublishResult, clear, publish
-from .source import load_source
+from .snapshot_identity import foreign_snapshot
+from .source import ReadSource, read_source
 from .status_report import status_report
 from .terminal_text import shown
 from .validation import redact
 from .waiting import wait_for_redis, wait_for_version
 
 log = logging.getLogger("celery_config_sync.cli")
+# A source's problems are listed one per line; past this many, the count of the rest.
+MAX_PROBLEM_LINES = 100
 
 
 class Failure(click.ClickException):
@@ -68,6 +74,13 @@ class CleanGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except SourceProblems as exc:
+            for line in exc.lines()[:MAX_PROBLEM_LINES]:
+                click.echo(f"celery-config: error: {line}", err=True)
+            if len(exc.lines()) > MAX_PROBLEM_LINES:
+                click.echo(f"celery-config: error: ... and "
+                           f"{len(exc.problems) - MAX_PROBLEM_LINES} more", err=True)
+            raise Failure(str(exc), exc.exit_code) from None
         except CeleryConfigError as exc:
             raise Failure(str(exc), exc.exit_code) from None
         except RedisAccessDenied.causes as exc:
@@ -176,6 +189,34 @@ def _source(ctx: Context, source: str | None, overlay: str | None) -> tuple[str,
     return source or ctx.env.source, overlay or ctx.env.overlay
 
 
+def checked_source(ctx: Context, source: str, overlay: str | None, *,
+                   timeout: float) -> ReadSource:
+    """The source read and checked whole (every problem at once: exit 2, nothing touched),
+    its import bounded by ``timeout`` seconds, its notices on stderr, one line each."""
+    read = read_source(source, overlay, allow=ctx.env.allow_unsafe, timeout=timeout)
+    for notice in read.notices:
+        click.echo(f"celery-config: notice: {one_line(notice)}", err=True)
+    return read
+
+
+@main.command("check")
+@click.argument("path", metavar="[SOURCE]", required=False)
+@source_option
+@overlay_option
+@pass_context
+def check_command(ctx: Context, path: str | None, source: str | None,
+                  overlay: str | None) -> None:
+    """Check SOURCE (or --source) without Redis: every problem, one line each with what to
+    change (exit 2), else a one-line summary (exit 0)."""
+    if path and source and path != source:
+        raise Failure("check takes the source as SOURCE or --source, not both", 2)
+    source, overlay = _source(ctx, path or source, overlay)
+    document = checked_source(ctx, source, overlay, timeout=ctx.import_budget).document
+    click.echo(json.dumps({"ok": True, "queues": len(document.queues),
+                           "routes": len(document.routes), "settings": len(document.base),
+                           "app": len(document.app), "sha256": document.sha256}))
+
+
 @main.command("publish")
 @source_option
 @overlay_option
@@ -191,14 +232,12 @@ def publish_command(ctx: Context, source: str | None, overlay: str | None, force
     deadline = time.monotonic() + wait  # the whole command: the wait for Redis and the publish
     source, overlay = _source(ctx, source, overlay)
     # An invalid source: exit 2 before touching Redis; its import counts in the budget.
-    document = load_source(source, overlay, allow=ctx.env.allow_unsafe,
-                           timeout=max(1.0, deadline - time.monotonic()))
+    read = checked_source(ctx, source, overlay, timeout=max(1.0, deadline - time.monotonic()))
     if not wait_for_redis(ctx.env.redis_url, max(0.0, deadline - time.monotonic())):
         raise RedisUnavailable(f"Redis {redacted(ctx.env.redis_url)} still unreachable "
                                f"after {wait:g} s")
-    label = f"{source}+{overlay}" if overlay else source
     with publishing_within(ctx, wait):
-        result = publish(ctx.client(deadline), ctx.env.namespace, document, source=label,
+        result = publish(ctx.client(deadline), ctx.env.namespace, read.document, source=read.label,
                          force=force, history=ctx.env.history, allow=ctx.env.allow_unsafe)
     echo_published(result)
 
@@ -227,9 +266,15 @@ def echo_published(result: PublishResult, **extra: Any) -> None:
 @main.command("wait")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Seconds [default: $CELERY_CONFIG_WAIT_TIMEOUT or 30]")
+@click.option("--own-snapshot", is_flag=True,
+              help="First refuse (exit 2) a snapshot exported from another source than "
+                   "$CELERY_CONFIG_SOURCE (the gate of the images does).")
 @pass_context
-def wait_command(ctx: Context, timeout: float | None) -> None:
+def wait_command(ctx: Context, timeout: float | None, own_snapshot: bool) -> None:
     """Block until the configuration is published. Exit 0 ready, 3 timed out."""
+    foreign = foreign_snapshot(ctx.env) if own_snapshot else None
+    if foreign:
+        raise Failure(foreign, InvalidConfig.exit_code)
     wait = ctx.env.wait_timeout if timeout is None else timeout
     if not wait_for_version(ctx.env.redis_url, ctx.env.namespace, wait):
         raise Failure(f"timed out after {wait:g} s waiting for "
@@ -293,10 +338,9 @@ def clear_command(ctx: Context, yes: bool) -> None:
 def export_command(ctx: Context, source: str | None, overlay: str | None, output: str) -> None:
     """Write the snapshot file (the last fallback) from the source, without Redis."""
     source, overlay = _source(ctx, source, overlay)
-    document = load_source(source, overlay, allow=ctx.env.allow_unsafe,
-                           timeout=ctx.import_budget)
-    label = f"{source}+{overlay}" if overlay else source
-    text = render(document, version=0, meta={"source": label, "sha256": document.sha256})
+    read = checked_source(ctx, source, overlay, timeout=ctx.import_budget)
+    text = render(read.document, version=0,
+                  meta={"source": read.label, "sha256": read.document.sha256})
     if output == "-":
         click.echo(text, nl=False)
     else:
@@ -318,8 +362,7 @@ def diff_command(ctx: Context, source: str | None, overlay: str | None,
     1 different."""
     if from_version is None and to_version is None:
         source, overlay = _source(ctx, source, overlay)
-        document = load_source(source, overlay, allow=ctx.env.allow_unsafe,
-                               timeout=ctx.import_budget)
+        document = checked_source(ctx, source, overlay, timeout=ctx.import_budget).document
         try:
             published = ctx.reader().load().document
         except NotPublished:
@@ -356,12 +399,28 @@ def _echo_diff(old: ConfigDocument, new: ConfigDocument) -> None:
 @main.command("status")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
               show_default=True)
+@click.option("--broker", "broker_url", metavar="URL", default=None,
+              help="Read the queues' depths in this Redis, the broker's (a user allowed to read "
+                   "Celery's lists; CELERY_CONFIG_REDIS_PASSWORD_FILE applies) [default: no "
+                   "depths]")
 @pass_context
-def status_command(ctx: Context, fmt: str) -> None:
-    """The published version and every running instance. Exit 1 when an instance drifts
-    (another sha256), runs on a fallback, waits for a restart or rejected a version; 2 when
+def status_command(ctx: Context, fmt: str, broker_url: str | None) -> None:
+    """The published version, every running instance and every declared queue. Exit 1 when an
+    instance drifts (another sha256), runs on a fallback, waits for a restart or rejected a
+    version, or when a queue that routes or beat entries send to has no live consumer; 2 when
     the published content itself is invalid (the fleet is printed first)."""
-    report, _ = status_report(ctx.reader())
+    # The depths only when asked: the publisher's Redis user may not read Celery's lists (the
+    # stack's seeder may not), and a refusal would fill Redis's ACL LOG at every status.
+    broker = broker_client(broker_url, ctx.env.redis_password) if broker_url else None
+    if broker_url and broker is None:
+        raise Failure(f"--broker {redacted(broker_url)!r}: expected redis://, rediss:// or "
+                      "unix://", InvalidConfig.exit_code)
+    try:
+        report, _ = status_report(ctx.reader(), broker=broker,
+                                  keyprefix=ctx.env.celery_keyprefix)
+    finally:
+        if broker is not None:
+            broker.close()
     version, sha256, fleet = report["version"], report["sha256"], report["fleet"]
     change, published_error = report["change"], report["published_error"]
     failing = [record for record in fleet if record["problems"]]
@@ -386,11 +445,28 @@ def status_command(ctx: Context, fmt: str) -> None:
             click.echo(f"(and {report['fleet_hidden']} more instances, not shown)")
         for reason, count in sorted(report["fleet_skipped"].items()):
             click.echo(f"(skipped {count} record(s) under the fleet's prefix: {reason})")
+        _echo_queues(report["queues"])
     if published_error:  # the report is printed, and the contract's line and code follow
         raise Failure(f"published content is invalid: {published_error}",
                       InvalidConfig.exit_code)
-    if failing:
+    if failing or report["unconsumed_queues"]:
         sys.exit(1)
+
+
+def _echo_queues(queues: list[dict[str, Any]]) -> None:
+    """status's queue table: consumers, depth, and what sends to each unconsumed queue."""
+    if not queues:
+        return
+    click.echo(f"\n{'QUEUE':<24} {'CONSUMERS':>9} {'WAITING':>7}  STATE")
+    for queue in queues:
+        consumers = f"{queue['consumers']}" + (f"+{queue['unknown']}?" if queue["unknown"] else "")
+        waiting = "-" if queue["depth"] is None else queue["depth"]
+        state = queue["state"]
+        if state == "no consumer":
+            senders = queue["senders"]
+            more = f" and {len(senders) - 3} more" if len(senders) > 3 else ""
+            state = f"NO CONSUMER (sent to by {', '.join(senders[:3])}{more})"
+        click.echo(f"{queue['name']:<24} {consumers:>9} {waiting!s:>7}  {state}")
 
 
 @main.command("history")

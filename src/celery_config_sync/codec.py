@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,26 @@ ORDER_KEY = "order"
 STRUCTURED_SETTINGS = {"task_queues": "queues", "task_routes": "routes"}
 # The declared place of an application's own keys (not Celery settings) in a source module.
 APP_SETTINGS = "app_settings"
+# A route keyed by a ``re.compile`` pattern (Celery's MapRoute takes them) is stored under
+# this prefix and the pattern's text, its flags written inline: ``$regex:(?i)^video\.``.
+# ``$`` is in no task name or glob, so no other key can be read as one.
+REGEX_KEY_PREFIX = "$regex:"
+_INLINE_FLAGS = ((re.ASCII, "a"), (re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"),
+                 (re.VERBOSE, "x"))
+
+
+def regex_key(pattern: re.Pattern[str]) -> str:
+    """The route key of a compiled pattern: its text with its flags inline."""
+    flags = "".join(letter for flag, letter in _INLINE_FLAGS if pattern.flags & flag)
+    return REGEX_KEY_PREFIX + (f"(?{flags})" if flags else "") + pattern.pattern
+
+
+def route_key_to_celery(key: str) -> str | re.Pattern[str]:
+    """A stored route key as Celery's MapRoute takes it: a glob or name, or the compiled
+    pattern of a ``$regex:`` key (validation has compiled it once already)."""
+    if key.startswith(REGEX_KEY_PREFIX):
+        return re.compile(key[len(REGEX_KEY_PREFIX):])
+    return key
 
 
 # One encoder for the process: json.dumps with options builds a new one on every call, and a
@@ -110,25 +131,54 @@ class ConfigDocument:
             name: sorted(sections[name]) for name in ORDERED_SECTIONS}))
 
     @classmethod
-    def from_celery_settings(cls, settings: Mapping[str, Any]) -> ConfigDocument:
+    def from_celery_settings(cls, settings: Mapping[str, Any],
+                             problems: list[InvalidConfig] | None = None) -> ConfigDocument:
         """From Celery-style settings (``task_queues`` of kombu Queues, ``task_routes`` dict,
-        ``app_settings``): values JSON cannot hold are tagged, or refused naming the key."""
+        ``app_settings``): values JSON cannot hold are tagged, or refused naming the key.
+        With ``problems``, every refusal is added to it and the entry left out; without, the
+        first one raises."""
+        found: list[InvalidConfig] = [] if problems is None else problems
+
+        def carried(where: str, value: Any) -> tuple[bool, Any]:
+            try:
+                return True, to_json(value, where)
+            except InvalidConfig as exc:
+                if problems is None:
+                    raise
+                found.append(exc)
+                return False, None
+
         queues: dict[str, dict[str, Any]] = {}
-        for queue in _as_queue_list(settings.get("task_queues") or ()):
+        for queue in _as_queue_list(settings.get("task_queues") or (), found):
+            where = f"queues[{queue.name!r}]"
             if queue.name in queues:
-                raise InvalidConfig(f"queues[{queue.name!r}]", "declared twice")
-            queues[queue.name] = to_json(queue_to_dict(queue), f"queues[{queue.name!r}]")
+                found.append(InvalidConfig(where, "declared twice"))
+                continue
+            ok, queues[queue.name] = carried(where, queue_to_dict(queue))
+            if not ok:
+                del queues[queue.name]
         routes = settings.get("task_routes") or {}
         if not isinstance(routes, Mapping):
-            raise InvalidConfig("task_routes", "must be a dict of task name or glob -> route")
+            found.append(InvalidConfig("task_routes",
+                                       "must be a dict of task name or glob -> route"))
+            routes = {}
         app = settings.get(APP_SETTINGS) or {}
         if not isinstance(app, Mapping):
-            raise InvalidConfig(APP_SETTINGS, "must be a dict of the application's own keys")
-        base = {k: to_json(v, f"base.{k}") for k, v in settings.items()
-                if k not in STRUCTURED_SETTINGS and k != APP_SETTINGS}
-        return cls(queues=queues,
-                   routes={str(k): to_json(v, f"routes[{k!r}]") for k, v in routes.items()},
-                   base=base, app={str(k): to_json(v, f"app.{k}") for k, v in app.items()})
+            found.append(InvalidConfig(APP_SETTINGS,
+                                       "must be a dict of the application's own keys"))
+            app = {}
+        sections: dict[str, dict[str, Any]] = {"routes": {}, "base": {}, "app": {}}
+        entries = [("routes", str(k), f"routes[{k!r}]", v) for k, v in routes.items()]
+        entries += [("base", k, f"base.{k}", v) for k, v in settings.items()
+                    if k not in STRUCTURED_SETTINGS and k != APP_SETTINGS]
+        entries += [("app", str(k), f"app.{k}", v) for k, v in app.items()]
+        for section, key, where, value in entries:
+            ok, json_value = carried(where, value)
+            if ok:
+                sections[section][key] = json_value
+        if problems is None and found:
+            raise found[0]
+        return cls(queues=queues, **sections)
 
     def to_celery_settings(self) -> dict[str, Any]:
         """Settings ready for ``app.conf.update``: kombu Queues and the routes dict in their
@@ -136,7 +186,8 @@ class ConfigDocument:
         settings = {key: from_json(value, f"base.{key}") for key, value in self.base.items()}
         settings.update({key: from_json(value, f"app.{key}") for key, value in self.app.items()})
         settings["task_queues"] = tuple(queue_from_dict(queue) for queue in self.queues.values())
-        settings["task_routes"] = {k: dict(v) for k, v in self.routes.items()}
+        settings["task_routes"] = {route_key_to_celery(k): dict(v)
+                                   for k, v in self.routes.items()}
         return settings
 
 
@@ -157,11 +208,17 @@ def ordered(sections: dict[str, dict[str, Any]], order: Any) -> dict[str, dict[s
     return result
 
 
-def _as_queue_list(value: Any) -> Iterable[Queue]:
+def _as_queue_list(value: Any, problems: list[InvalidConfig]) -> Iterable[Queue]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        problems.append(InvalidConfig("task_queues", f"must be a list or tuple of kombu Queues, "
+                                                     f"got {type(value).__name__}"))
+        return
     items = value.values() if isinstance(value, Mapping) else value
-    for item in items:
+    for index, item in enumerate(items):
         if not isinstance(item, Queue):
-            raise InvalidConfig("task_queues", f"holds {type(item).__name__}, not a kombu Queue")
+            problems.append(InvalidConfig(f"task_queues[{index}]",
+                                          f"holds {type(item).__name__}, not a kombu Queue"))
+            continue
         yield item
 
 
@@ -172,15 +229,18 @@ def queue_to_dict(queue: Queue) -> dict[str, Any]:
     return data
 
 
+# kombu's attribute tables as sets, built once: every load rebuilds every queue.
+_EXCHANGE_ATTRS = frozenset(name for name, _ in Exchange.attrs)
+_QUEUE_KWARGS = frozenset(name for name, _ in Queue.attrs) - {"name", "exchange", "bindings"}
+
+
 def exchange_from_dict(data: Mapping[str, Any]) -> Exchange:
-    known = {name for name, _ in Exchange.attrs}
-    return Exchange(**{k: v for k, v in data.items() if k in known})
+    return Exchange(**{k: v for k, v in data.items() if k in _EXCHANGE_ATTRS})
 
 
 def queue_from_dict(data: Mapping[str, Any]) -> Queue:
     """Inverse of :func:`queue_to_dict`, driven by ``Queue.attrs``."""
-    known = {name for name, _ in Queue.attrs} - {"name", "exchange", "bindings"}
-    kwargs = {k: v for k, v in data.items() if k in known}
+    kwargs = {k: v for k, v in data.items() if k in _QUEUE_KWARGS}
     exchange = data.get("exchange")
     bindings = [
         binding(exchange_from_dict(b["exchange"]) if b.get("exchange") else None,

@@ -21,6 +21,28 @@ MIN_TIMEOUT = 0.05  # the shortest connect or socket timeout a client gets, dead
 T = TypeVar("T")
 
 
+def _lean_handshake() -> dict[str, Any]:
+    """Client options that keep a new connection's handshake to what this library uses: every
+    step of it is a round trip, and a service's first load pays them all (issue 20).
+
+    * No CLIENT SETINFO: for it, redis-py looks its own version up in the package metadata on
+      every new connection (about 15% of a whole load), then spends two round trips sending
+      it; Debian's Redis 7.0 (the redis image) refuses the command anyway, and on a later
+      Redis it only labels the connection in CLIENT LIST.
+    * RESP2: redis-py 8 speaks RESP3 by default, which costs a HELLO round trip; nothing here
+      uses what RESP3 adds (client-side caching, push notifications). A password still goes
+      in one AUTH, as with HELLO.
+    """
+    try:
+        from redis.driver_info import DriverInfo  # noqa: F401  (redis-py >= 7.1)
+    except ImportError:  # older redis-py: its older keywords, None meaning "do not send"
+        return {"protocol": 2, "lib_name": None, "lib_version": None}
+    return {"protocol": 2, "driver_info": None}
+
+
+LEAN_HANDSHAKE = _lean_handshake()
+
+
 def redacted(url: str) -> str:
     """The URL with its password hidden, safe for logs and error lines."""
     try:
@@ -137,7 +159,7 @@ def make_client(url: str, *, retries: int = 3, connect_timeout: float = CONNECT_
             socket_timeout=socket_timeout,
             retry=retry,
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-            **kwargs,
+            **{**LEAN_HANDSHAKE, **kwargs},
         )
     except ValueError as exc:
         raise CeleryConfigError(f"invalid Redis URL {redacted(url)!r}: {exc}") from None

@@ -41,6 +41,24 @@ class SourceError(CeleryConfigError):
     exit_code = 2
 
 
+class SourceProblems(CeleryConfigError):
+    """Every problem of a source at once (``celery-config check``, publish, diff, export): one
+    line each, then a summary; nothing is published while any remains."""
+
+    exit_code = 2
+
+    def __init__(self, source: str, problems: list[InvalidConfig]) -> None:
+        self.source = source
+        self.problems = problems
+        # One problem is its own line (the one-line contract); more are listed, then counted.
+        super().__init__(str(problems[0]) if len(problems) == 1 else
+                         f"{len(problems)} problems in {one_line(source)}: nothing published")
+
+    def lines(self) -> list[str]:
+        """The lines before the summary (none when the message is the one problem)."""
+        return [str(problem) for problem in self.problems] if len(self.problems) > 1 else []
+
+
 class RedisUnavailable(CeleryConfigError):
     """Redis did not answer within the configured retries and timeouts."""
 

@@ -1,21 +1,30 @@
 """The two files of the fallback chain: last-known-good (written after every load from Redis)
-and the snapshot (exported from the source at image build time). Same JSON format for both."""
+and the snapshot (exported from the source at image build time). Same JSON format for both.
+
+Last-known-good has a small digest file beside it (:func:`digest_path`): what it holds
+(version, sha256) and the sha256 of its bytes, so that a load finds it up to date by hashing
+it, without parsing and validating it again. The digest only ever spares a write; the file is
+still parsed, hash-checked and validated whenever it is used.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .codec import ConfigDocument
+from .codec import ConfigDocument, canonical_json
 from .errors import InvalidConfig
 from .validation import LIMITS, validate
 
 # 2: the declared order of queues and routes, and the application's keys (as layout 2 in Redis).
 FORMAT = "celery-config/2"
+DIGEST_FORMAT = "celery-config-digest/1"
+DIGEST_MAX_BYTES = 4096  # a digest is ~200 bytes: whatever is larger is not one
 
 
 def render(document: ConfigDocument, *, version: int, meta: dict[str, str]) -> str:
@@ -28,11 +37,14 @@ def render(document: ConfigDocument, *, version: int, meta: dict[str, str]) -> s
     }, indent=2, sort_keys=True) + "\n"
 
 
-def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
+def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644, *,
+                 durable: bool = True) -> None:
     """Temp file in the same directory, fsync, rename: a reader sees the old file or the new.
 
     ``mode`` defaults to world-readable: validation keeps secrets out of the config, and a
     snapshot exported at image build time is read by the services' unprivileged user.
+    ``durable=False`` leaves out the two fsyncs (file and directory): for a file that a power
+    cut may lose or empty without harm (the digest of last-known-good).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -42,17 +54,58 @@ def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> 
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def digest_path(path: str | os.PathLike[str]) -> Path:
+    """The digest file beside ``path``: same directory, ``.digest`` appended."""
+    target = Path(path)
+    return target.with_name(f"{target.name}.digest")
+
+
+def write_with_digest(path: str | os.PathLike[str], text: str, *, version: int,
+                      sha256: str) -> None:
+    """Write ``text`` (the rendering of version ``version``, content ``sha256``) to ``path``,
+    then its digest beside it, each atomically. Interrupted between the two, the digest left
+    names the previous file's bytes: it no longer matches, and the next load writes again.
+
+    The file is durable (fsynced) before its digest is written, and the digest is not fsynced:
+    whatever a power cut leaves of it (nothing, an empty file, the previous digest) fails to
+    match and costs one more write, never a wrong skip; an SD card is spared two fsyncs."""
+    write_atomic(path, text)
+    write_atomic(digest_path(path), canonical_json({
+        "format": DIGEST_FORMAT, "version": version, "sha256": sha256,
+        "file_sha256": hashlib.sha256(text.encode()).hexdigest()}) + "\n", durable=False)
+
+
+def holds(path: str | os.PathLike[str], *, version: int, sha256: str) -> bool:
+    """True when ``path`` holds version ``version`` with content ``sha256``, as its digest says
+    and its bytes confirm; False whenever that is not certain (no digest or no file, either
+    unreadable, a digest of another version or content, or of other bytes): then the caller
+    writes the file again, it never skips a write it needed."""
+    try:
+        with digest_path(path).open("rb") as handle:
+            recorded = json.loads(handle.read(DIGEST_MAX_BYTES + 1))
+        body = Path(path).read_bytes()
+    except (OSError, ValueError, RecursionError):
+        return False
+    return (isinstance(recorded, dict) and recorded.get("format") == DIGEST_FORMAT
+            and type(recorded.get("version")) is int and recorded["version"] == version
+            and recorded.get("sha256") == sha256
+            and recorded.get("file_sha256") == hashlib.sha256(body).hexdigest())
 
 
 def read_file(path: str | os.PathLike[str], *, allow: frozenset[str] = frozenset(),

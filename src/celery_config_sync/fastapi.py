@@ -53,7 +53,8 @@ Routes (paths relative to the ``prefix`` you include the router with):
 ==================================  ====================================================
 ``GET /healthz``                    liveness: the process answers (no Redis, no state)
 ``GET /readyz``                     200 once the configuration is loaded (its version,
-                                    source, sha256, lagging, restart_required), else 503
+                                    source, sha256, lagging, restart_required, and the
+                                    routed queues no live worker consumes), else 503
 ``GET /config/status``              what this instance applies, what Redis holds, lag
 ``GET /config``                     the applied configuration, secrets redacted
 ``GET /metrics``                    Prometheus exposition (OpenMetrics when asked for)
@@ -368,9 +369,14 @@ def _probes_and_status(router: APIRouter) -> None:
         if state is None:
             return JSONResponse({"ready": False}, status_code=503)
         status = state.sync.status()
+        # Routed queues no live worker consumes, as of the last heartbeat (None: not read yet);
+        # a detail, never unreadiness: this instance serves whether or not workers consume.
+        coverage = state.sync.live.coverage if state.sync.live is not None else None
         return JSONResponse({"ready": True, **state.current.loaded.summary(),
                              **{k: status[k] for k in ("published_version", "lagging",
-                                                       "restart_required", "last_error")}})
+                                                       "restart_required", "last_error")},
+                             "unconsumed_queues": (coverage.unconsumed if coverage is not None
+                                                   else None)})
 
     @router.get("/config/status", dependencies=[ViewAccess])
     async def config_status(state: ConfigStateDep) -> dict[str, Any]:

@@ -1,18 +1,21 @@
 """The fleet view: what every running service instance applies, kept in Redis.
 
 Each instance keeps one hash ``NS:applied:<service>:<instance>`` (version, sha256, source,
-applied_at, restart_required, last_error...) alive with a TTL heartbeat, so an instance that
-died vanishes by itself. ``celery-config status`` reads them all and names every instance that
-is not on the published sha256 (drift), runs on a fallback, or waits for a restart.
+applied_at, restart_required, last_error...; a worker adds ``consumes``: see
+:data:`CONSUMES`) alive with a TTL heartbeat, so an instance that died vanishes by itself.
+``celery-config status`` reads them all and names every instance that is not on the published
+sha256 (drift), runs on a fallback, or waits for a restart.
 
 Ages come from the keys' TTL, never from wall clocks: a Pi boots without a real-time clock.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +24,14 @@ import redis
 from .errors import is_wrong_type
 from .redis_layout import Keys
 
+# A worker's field: the queues its task consumer is set to consume now (after -Q,
+# add_consumer/cancel_consumer and live changes), a JSON array of names, sorted. Absent (a
+# producer, a beat, a worker of an older release) or unreadable means "unknown", never "none".
+CONSUMES = "consumes"
+
 # Fields of an instance record, in the order they are shown.
 RECORD_FIELDS = ("service", "instance", "hostname", "pid", "version", "sha256", "source",
-                 "applied_at", "restart_required", "last_error", "live_reload", "ttl")
+                 "applied_at", "restart_required", "last_error", "live_reload", "ttl", CONSUMES)
 
 
 def default_instance() -> str:
@@ -56,6 +64,31 @@ def delete_record(client: redis.Redis, namespace: str, service: str, instance: s
 # blanks the whole view (a status page that fails is no status page).
 MAX_SHOWN = 200
 MAX_FIELD_BYTES = 4096
+# Except ``consumes``: every queue a configuration may declare (validation.LIMITS, 256 names of
+# at most 200 characters) fits in it.
+FIELD_LIMITS = {CONSUMES: 64 * 1024}
+
+
+def encode_consumes(names: Iterable[str]) -> str | None:
+    """The ``consumes`` field for these queue names, or None when it would not fit the readers'
+    limit (then the field is left out: unknown, rather than a list cut short)."""
+    text = json.dumps(sorted(set(names)), ensure_ascii=False, separators=(",", ":"))
+    return text if len(text.encode()) <= FIELD_LIMITS[CONSUMES] else None
+
+
+def consumed_queues(record: Mapping[str, Any]) -> frozenset[str] | None:
+    """The queues a record says its instance consumes; None when it does not say (no field, or
+    not a JSON array of names: what another writer put there is never trusted as "none")."""
+    text = record.get(CONSUMES)
+    if not isinstance(text, str):
+        return None
+    try:
+        names = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return None
+    return frozenset(names)
 
 
 @dataclass
@@ -109,8 +142,8 @@ def scan_fleet(client: redis.Redis, namespace: str, limit: int = MAX_SHOWN) -> F
 
 
 def _checked(client: redis.Redis, keys: list[Any], fleet: Fleet) -> list[Any]:
-    """The keys that are hashes with no field longer than MAX_FIELD_BYTES (HSTRLEN: nothing is
-    read); the others are counted in ``fleet.skipped``."""
+    """The keys that are hashes with no field longer than its limit (FIELD_LIMITS, else
+    MAX_FIELD_BYTES; HSTRLEN: nothing is read); the others are counted in ``fleet.skipped``."""
     pipe = client.pipeline(transaction=False)
     for key in keys:
         for name in RECORD_FIELDS:
@@ -122,7 +155,8 @@ def _checked(client: redis.Redis, keys: list[Any], fleet: Fleet) -> list[Any]:
         errors = [size for size in sizes if isinstance(size, Exception)]
         if errors:
             _count(fleet, "wrong type" if any(map(is_wrong_type, errors)) else "unreadable")
-        elif max(sizes) > MAX_FIELD_BYTES:
+        elif any(size > FIELD_LIMITS.get(name, MAX_FIELD_BYTES)
+                 for name, size in zip(RECORD_FIELDS, sizes, strict=True)):
             _count(fleet, "oversized")
         else:
             readable.append(key)

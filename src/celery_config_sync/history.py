@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from .codec import ConfigDocument
+from .counters import parse_counter, shown
 from .errors import InvalidConfig, NotInHistory, is_wrong_type, wrong_type
 from .redis_layout import (
     DEFAULT_HISTORY,
@@ -131,9 +132,10 @@ def decode_entry(field: bytes, raw: bytes) -> HistoryEntry:
     if not SHA256.fullmatch(record["sha256"]):
         raise InvalidConfig(f"{where}.sha256", f"not a sha256: {record['sha256'][:70]!r}")
     size = record["bytes"]
-    if not (size.isascii() and size.isdigit()):
-        raise InvalidConfig(f"{where}.bytes", f"must be a size in bytes, got {size[:40]!r}")
-    return HistoryEntry(version=version, size=int(size),
+    bytes_ = parse_counter(size)
+    if bytes_ is None:
+        raise InvalidConfig(f"{where}.bytes", f"must be a size in bytes, got {shown(size)}")
+    return HistoryEntry(version=version, size=bytes_,
                         restart_required=tuple(k for k in record["restart_required"].split(",")
                                                if k),
                         **{name: record[name] for name in TEXT_FIELDS})
@@ -156,8 +158,7 @@ def _held(client: redis.Redis, keys: Keys) -> str:
     pipe = client.pipeline(transaction=False)
     pipe.hkeys(keys.history)
     (fields,) = _replies(pipe, keys.history)
-    versions = sorted(int(field) for field in fields
-                      if field.isdigit() and not field.startswith(b"0"))
+    versions = sorted(version for version in map(parse_counter, fields) if version)
     if not versions:
         return "the history is empty"
     return f"it holds versions {versions[0]} to {versions[-1]}"

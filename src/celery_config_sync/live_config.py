@@ -8,7 +8,11 @@ switched to with one assignment; the service's ``on_apply`` hook then does what 
 (the worker changes its consumers on its own event loop). An invalid version is never applied:
 the service keeps what it has, logs one line naming the bad key and reports it.
 
-Every instance keeps its record in the fleet view (:mod:`celery_config_sync.fleet`), and tells
+Every instance keeps its record in the fleet view (:mod:`celery_config_sync.fleet`; a worker
+adds the queues it consumes through :attr:`LiveConfig.consumes`); an instance that reports on
+the whole fleet (the API, a process serving metrics) sets :attr:`LiveConfig.track_coverage` and
+reads, after each heartbeat, which routed queues no live worker consumes
+(:mod:`celery_config_sync.queue_coverage`). It tells
 its observers (:class:`LiveObserver`: the Prometheus metrics, :mod:`celery_config_sync.metrics`)
 of each version it applies or rejects, from the one place where that happens.
 """
@@ -19,7 +23,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -31,9 +35,17 @@ from .connection import make_client
 from .diffing import describe_change
 from .environment import Environment
 from .errors import CeleryConfigError, NotPublished
-from .fleet import default_instance, delete_record, write_record
+from .fleet import (
+    CONSUMES,
+    default_instance,
+    delete_record,
+    encode_consumes,
+    scan_fleet,
+    write_record,
+)
 from .live_settings import restart_required
 from .loader import LoadedConfig, RedisReader, load_config, remember
+from .queue_coverage import QueueCoverage, coverage
 from .redis_layout import Published, peek_published
 from .routing import RoutingState, build_routing
 from .watcher import ConfigWatcher
@@ -56,6 +68,19 @@ class Applied:
 
 
 OnApply = Callable[["Applied", "Applied"], None]
+
+
+@dataclass(frozen=True)
+class CoverageSnapshot:
+    """The queues' coverage as one heartbeat read it (monotonic time ``at``): immutable, swapped
+    in with one assignment, read by the probes and the metrics without touching Redis."""
+
+    rows: tuple[QueueCoverage, ...]
+    at: float
+
+    @property
+    def unconsumed(self) -> list[str]:
+        return [row.name for row in self.rows if row.unconsumed]
 
 
 class LiveObserver(Protocol):
@@ -90,6 +115,12 @@ class LiveConfig:
         # monotonic time of the last fleet record written (None: none yet), and of the start
         self.last_heartbeat: float | None = None
         self.created = time.monotonic()
+        # A worker's: the queues it consumes now (None: not known yet), for its fleet record.
+        self.consumes: Callable[[], Iterable[str] | None] | None = None
+        # Read the fleet's queue coverage after each heartbeat (the API, a metrics server).
+        self.track_coverage = False
+        self.coverage: CoverageSnapshot | None = None
+        self._consumes_too_long = False
         self._current: Applied | None = None
         self._started_with: ConfigDocument | None = None
         self._lock = threading.Lock()
@@ -268,7 +299,17 @@ class LiveConfig:
             "restart_required": ",".join(status["restart_required"]),
             "last_error": status["last_error"],
             "live_reload": "true" if self.env.live_reload else "false",
+            **self._consumes_field(),
         }
+
+    def _consumes_field(self) -> dict[str, str]:
+        names = self.consumes() if self.consumes is not None else None
+        encoded = encode_consumes(names) if names is not None else None
+        if names is not None and encoded is None and not self._consumes_too_long:
+            self._consumes_too_long = True  # said once, not at every heartbeat
+            log.warning("the queues this instance consumes do not fit its fleet record: "
+                        "reported as unknown")
+        return {CONSUMES: encoded} if encoded is not None else {}
 
     def heartbeat(self) -> None:
         """Write this instance's record with a TTL of three heartbeats."""
@@ -278,10 +319,23 @@ class LiveConfig:
             self.last_heartbeat = time.monotonic()
         except (redis.RedisError, OSError) as exc:
             log.debug("fleet record not written: %s", exc)
+        if self.track_coverage:
+            self.read_coverage()
+
+    def read_coverage(self) -> None:
+        """Which queues of the applied configuration the live workers consume (kept on failure:
+        the snapshot's time says how old it is)."""
+        try:
+            fleet = scan_fleet(self.reader.client, self.env.namespace)
+        except (redis.RedisError, OSError) as exc:
+            log.debug("queue coverage not read: %s", exc)
+            return
+        rows = coverage(self.current.loaded.settings, fleet.records, hidden=fleet.hidden)
+        self.coverage = CoverageSnapshot(tuple(rows), time.monotonic())
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-__all__ = ["Applied", "LiveConfig", "LiveObserver"]
+__all__ = ["Applied", "CoverageSnapshot", "LiveConfig", "LiveObserver"]

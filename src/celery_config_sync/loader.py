@@ -16,9 +16,10 @@ import redis
 
 from .codec import ConfigDocument
 from .connection import make_client, redacted
+from .counters import parse_counter
 from .environment import Environment
 from .errors import CeleryConfigError, NoConfigAvailable, RedisAccessDenied
-from .fallback_files import read_file, render, write_atomic
+from .fallback_files import holds, read_file, render, write_with_digest
 from .redis_layout import Published, Snapshot, decode_snapshot, read_snapshot
 
 log = logging.getLogger("celery_config_sync.loader")
@@ -75,7 +76,7 @@ class RedisReader:
             return None, None
         version = snapshot.version.decode(errors="replace") if snapshot.version else ""
         sha = snapshot.meta.get(b"sha256", b"").decode(errors="replace")
-        return (int(version) if version.isdigit() else None), sha or None
+        return parse_counter(version), sha or None
 
     def load(self) -> Published:
         snapshot = read_snapshot(self.client, self.namespace)
@@ -146,18 +147,16 @@ def load_config(env: Environment, *, client: redis.Redis | None = None, use_redi
 
 
 def remember(path: str, loaded: LoadedConfig, *, check_existing: bool = True) -> None:
-    """Write last-known-good, unless it already holds this sha256 (spare the SD card).
-    ``check_existing=False``: the caller knows the file holds something else (a live apply)."""
-    if check_existing:
-        try:
-            document, version, _ = read_file(path)
-            if document.sha256 == loaded.sha256 and version == loaded.version:
-                return
-        except (CeleryConfigError, OSError):
-            pass
+    """Write last-known-good, unless it already holds this version and sha256 (spare the SD
+    card). The check is the digest beside the file and one hash of its bytes, not a parse
+    (fallback_files.holds); a file found wrong there is written again. ``check_existing=False``:
+    the caller knows the file holds something else (a live apply)."""
+    if check_existing and holds(path, version=loaded.version, sha256=loaded.sha256):
+        return
     try:
-        write_atomic(path, render(loaded.document, version=loaded.version,
-                                  meta={**loaded.meta, "sha256": loaded.sha256}))
+        write_with_digest(path, render(loaded.document, version=loaded.version,
+                                       meta={**loaded.meta, "sha256": loaded.sha256}),
+                          version=loaded.version, sha256=loaded.sha256)
     except OSError as exc:  # a read-only or full disk must not stop a service that has its config
         log.warning("cannot write last-known-good %s: %s", path, exc)
 

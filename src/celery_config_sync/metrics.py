@@ -7,7 +7,9 @@ Two kinds, so that nothing is sprinkled through the live-reload code:
   applied (applies, restart-required, reload latency) or rejected.
 - State, read when Prometheus scrapes (a collector, never a stale copy): the published and the
   applied version and sha256, the fallback in use, the settings waiting for a restart, the age
-  of the fleet heartbeat and the depth of every declared queue in the broker's Redis.
+  of the fleet heartbeat and the depth of every declared queue in the broker's Redis. One is
+  read by the heartbeat instead (every CELERY_CONFIG_HEARTBEAT_INTERVAL, off the scrape): how
+  many live workers consume each declared queue, from the fleet view.
 
 Plus the standard process, platform and GC collectors (resident memory on a Pi). Each instance
 has a registry of its own (not prometheus_client's global one), so that a test or a process can
@@ -40,31 +42,14 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .connection import make_client, with_password
 from .live_config import Applied, LiveConfig
-from .queue_depth import priority_steps, queue_depths
+from .queue_depth import broker_client, priority_steps, queue_depths
 
 log = logging.getLogger("celery_config_sync.metrics")
 
 PREFIX = "celery_config_"
 # From the 5 ms the watcher waits for a burst of messages to end, to a slow SD card.
 RELOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# A scrape must answer even when Redis does not: one attempt, short timeouts, and the queue
-# depths are left out of that scrape (the heartbeat age tells the rest).
-DEPTH_CONNECT_TIMEOUT = 0.5
-DEPTH_SOCKET_TIMEOUT = 1.0
-
-
-def broker_client(broker_url: str | None, password: str | None) -> redis.Redis | None:
-    """A client of the broker's Redis for the queue depths (None for another broker): the
-    service's own broker URL and Redis password, as Celery uses them (celery_app.service_wiring)."""
-    if not broker_url or not broker_url.startswith(("redis://", "rediss://", "unix://")):
-        return None
-    url = with_password(broker_url, password) if password else broker_url
-    return make_client(url, retries=0, connect_timeout=DEPTH_CONNECT_TIMEOUT,
-                       socket_timeout=DEPTH_SOCKET_TIMEOUT)
-
-
 class ServiceMetrics:
     """The metrics of one LiveConfig; registers itself as its observer."""
 
@@ -89,6 +74,9 @@ class ServiceMetrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         live.observers.append(self)
+        live.track_coverage = True  # the consumers per queue, read after each heartbeat
+        if live.watcher is not None:
+            live.watcher.tick_soon()  # already following: read it now, not a heartbeat later
 
     # ----------------------------------------------------------- LiveObserver (events)
     def applied(self, new: Applied, seconds: float) -> None:
@@ -174,6 +162,15 @@ def _queue_depth(m: ServiceMetrics) -> Iterator[tuple[Any, ...]]:
         yield (queue,), depth
 
 
+def _queue_consumers(m: ServiceMetrics) -> Iterator[tuple[Any, ...]]:
+    """Known consumers per declared queue, as of the last heartbeat; none for a queue that no
+    record lists while a worker that does not say what it consumes lives (it may)."""
+    snapshot = m.live.coverage
+    for row in snapshot.rows if snapshot is not None else ():
+        if row.consumers or not row.unknown:
+            yield (row.name, "true" if row.routed else "false"), row.consumers
+
+
 # The state Prometheus reads at each scrape, one row per metric (README, "Metrics").
 STATE: tuple[Family, ...] = (
     Family("published_version", GaugeMetricFamily, "Configuration version last read in Redis "
@@ -195,6 +192,11 @@ STATE: tuple[Family, ...] = (
     Family("queue_depth", GaugeMetricFamily, "Messages waiting in each declared queue, in the "
            "broker's Redis (every priority list; absent when Redis does not answer).",
            ("queue",), _queue_depth),
+    Family("queue_consumers", GaugeMetricFamily, "Live workers consuming each declared queue, "
+           "from their fleet records as of this instance's last heartbeat; routed=\"true\" when "
+           "routes, beat entries or task_default_queue send to it (0 there: its tasks pile up). "
+           "Absent for a queue no record lists while a worker of an older release lives.",
+           ("queue", "routed"), _queue_consumers),
 )
 
 

@@ -9,7 +9,8 @@ counts it. Messages a worker has taken but not acknowledged sit in kombu's ``una
 here: the depth is what waits, not what runs.
 
 One pipelined round trip for every queue. Used by the Prometheus metrics
-(:mod:`celery_config_sync.metrics`) and by anything else that shows the queues.
+(:mod:`celery_config_sync.metrics`), the health page and ``celery-config status --broker``,
+each through :func:`broker_client` (no Prometheus needed: the seeder's image has none).
 """
 
 from __future__ import annotations
@@ -19,11 +20,27 @@ from typing import Any
 
 import redis
 
+from .connection import make_client, with_password
+
 # kombu.transport.redis.Channel.sep and PRIORITY_STEPS, copied rather than imported: kombu
 # documents neither as API; tests/integration/test_metrics.py checks them against messages
 # kombu itself sends, so a kombu that changes them fails that test.
 SEPARATOR = "\x06\x16"
 PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
+# A scrape or a page must answer even when Redis does not: one attempt, short timeouts, and
+# the queue depths are left out (the heartbeat age tells the rest).
+DEPTH_CONNECT_TIMEOUT = 0.5
+DEPTH_SOCKET_TIMEOUT = 1.0
+
+
+def broker_client(broker_url: str | None, password: str | None) -> redis.Redis | None:
+    """A client of the broker's Redis for the queue depths (None for another broker): the
+    service's own broker URL and Redis password, as Celery uses them (celery_app.service_wiring)."""
+    if not broker_url or not broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    url = with_password(broker_url, password) if password else broker_url
+    return make_client(url, retries=0, connect_timeout=DEPTH_CONNECT_TIMEOUT,
+                       socket_timeout=DEPTH_SOCKET_TIMEOUT)
 
 
 def priority_steps(settings: Mapping[str, Any]) -> tuple[int, ...]:
@@ -54,4 +71,5 @@ def queue_depths(client: redis.Redis, queue_names: Iterable[str], keyprefix: str
             for i, name in enumerate(names)}
 
 
-__all__ = ["PRIORITY_STEPS", "SEPARATOR", "list_keys", "priority_steps", "queue_depths"]
+__all__ = ["PRIORITY_STEPS", "SEPARATOR", "broker_client", "list_keys", "priority_steps",
+           "queue_depths"]

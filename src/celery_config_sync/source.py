@@ -11,32 +11,49 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import logging
 import sys
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from kombu.entity import Queue
 
+from .celery_forms import is_setting_name, normalize
 from .codec import APP_SETTINGS, ConfigDocument
-from .errors import SourceError
-from .validation import validate
+from .errors import InvalidConfig, SourceError, SourceProblems
+from .validation import problems
+
+log = logging.getLogger(__name__)
 
 
-def load_source(source: str, overlay: str | None = None, *,
+@dataclass(frozen=True)
+class ReadSource:
+    """A source read and checked: its document, and the notices to show (settings set aside,
+    old names mapped, route entries never used)."""
+
+    document: ConfigDocument
+    notices: tuple[str, ...]
+    label: str  # how publish and export record it: the source, and the overlay if one applied
+
+
+def read_source(source: str, overlay: str | None = None, *,
                 allow: frozenset[str] = frozenset(),
-                timeout: float | None = None) -> ConfigDocument:
-    """Import ``source`` (and its overlay), then validate; raise on the first problem. With
-    ``timeout`` (seconds), a source whose import has not ended by then is an error: the
-    import runs on a daemon thread, which is left behind (a process that gives up ends)."""
+                timeout: float | None = None) -> ReadSource:
+    """Import ``source`` (and its overlay) and check it whole: :class:`SourceProblems` lists
+    every problem found, one per entry. With ``timeout`` (seconds), a source whose import has
+    not ended by then is an error: the import runs on a daemon thread, which is left behind
+    (a process that gives up ends)."""
     if timeout is None:
-        return _load(source, overlay, allow)
-    outcome: list[ConfigDocument | BaseException] = []
+        return _read(source, overlay, allow)
+    outcome: list[ReadSource | BaseException] = []
 
     def run() -> None:
         try:
-            outcome.append(_load(source, overlay, allow))
+            outcome.append(_read(source, overlay, allow))
         except BaseException as exc:
             outcome.append(exc)
 
@@ -51,27 +68,69 @@ def load_source(source: str, overlay: str | None = None, *,
     return outcome[0]
 
 
-def _load(source: str, overlay: str | None, allow: frozenset[str]) -> ConfigDocument:
+def _read(source: str, overlay: str | None, allow: frozenset[str]) -> ReadSource:
     module = _import(source)
-    settings = module_settings(module)
+    normalized = normalize(module_settings(module))
+    settings, notices, found = normalized.settings, normalized.notices, normalized.problems
+    overlays = Path(_module_file(module)).parent / "overlays"
+    if overlay and not overlays.is_dir():
+        # A source of one environment has no overlays at all: the stack's CELERY_CONFIG_OVERLAY
+        # (rpi) then asks for nothing. One with overlays must have the one asked for (a typo
+        # must not publish the wrong environment's settings).
+        notices.append(f"overlay {overlay!r} not applied: the source has no overlays folder "
+                       f"({overlays})")
+        overlay = None
     if overlay:
-        overlay_path = Path(_module_file(module)).parent / "overlays" / f"{overlay}.py"
+        overlay_path = overlays / f"{overlay}.py"
         if not overlay_path.is_file():
             raise SourceError(f"overlay {overlay!r} not found: {overlay_path} does not exist")
-        settings = apply_overlay(settings, module_settings(_import(str(overlay_path))))
-    document = ConfigDocument.from_celery_settings(settings)
-    validate(document, allow=allow)
-    return document
+        # Each module in Celery's forms first: the overlay's routes then replace by name.
+        extra = normalize(module_settings(_import(str(overlay_path))))
+        settings = apply_overlay(settings, extra.settings)
+        notices += [f"overlay {overlay}: {notice}" for notice in extra.notices]
+        found += extra.problems
+    return _checked(settings, notices, found, f"{source}+{overlay}" if overlay else source,
+                    allow)
+
+
+def read_settings(settings: Mapping[str, Any], label: str = "settings", *,
+                  allow: frozenset[str] = frozenset()) -> ReadSource:
+    """Settings as a module holds them (names -> values), read and checked as
+    :func:`read_source` reads a module."""
+    normalized = normalize(settings)
+    return _checked(normalized.settings, normalized.notices, normalized.problems, label, allow)
+
+
+def _checked(settings: dict[str, Any], notices: list[str], found: list[InvalidConfig],
+             label: str, allow: frozenset[str]) -> ReadSource:
+    document = ConfigDocument.from_celery_settings(settings, found)
+    if not document.is_empty() or not found:
+        found.extend(problems(document, allow=allow))
+    if found:
+        raise SourceProblems(label, found)
+    return ReadSource(document, tuple(notices), label)
+
+
+def load_source(source: str, overlay: str | None = None, *,
+                allow: frozenset[str] = frozenset(),
+                timeout: float | None = None) -> ConfigDocument:
+    """The document of :func:`read_source`, its notices logged (INFO)."""
+    read = read_source(source, overlay, allow=allow, timeout=timeout)
+    for notice in read.notices:
+        log.info("%s: %s", source, notice)
+    return read.document
 
 
 def module_settings(module: ModuleType) -> dict[str, Any]:
+    """The module's settings: every public name but its imports, classes and functions; a
+    Celery setting's name is a setting whatever it holds (``task_routes = route_task``: a
+    router function, reported as code, never skipped)."""
     return {
         name: value
         for name, value in vars(module).items()
         if not name.startswith("_")
-        and not inspect.ismodule(value)
-        and not inspect.isclass(value)
-        and not callable(value)
+        and (is_setting_name(name) or not (inspect.ismodule(value) or inspect.isclass(value)
+                                           or callable(value)))
     }
 
 
@@ -79,15 +138,25 @@ def apply_overlay(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, An
     plain = {k: v for k, v in overlay.items()
              if k not in ("task_queues", "task_routes", APP_SETTINGS)}
     merged = {**base, **plain}
-    if "task_routes" in overlay:
-        merged["task_routes"] = {**(base.get("task_routes") or {}), **overlay["task_routes"]}
-    if APP_SETTINGS in overlay:
-        merged[APP_SETTINGS] = {**(base.get(APP_SETTINGS) or {}), **overlay[APP_SETTINGS]}
+    # Merged by name where both sides have the form to merge; otherwise each value stays
+    # as it is, for the checks that follow to name what is wrong with it.
+    for name in ("task_routes", APP_SETTINGS):
+        if name in overlay:
+            ours, theirs = base.get(name) or {}, overlay[name]
+            both = isinstance(ours, dict) and isinstance(theirs, dict)
+            merged[name] = {**ours, **theirs} if both else theirs
     if "task_queues" in overlay:
-        queues: dict[str, Queue] = {q.name: q for q in base.get("task_queues") or ()}
-        queues.update({q.name: q for q in overlay["task_queues"]})
-        merged["task_queues"] = tuple(queues.values())
+        ours, theirs = base.get("task_queues") or (), overlay["task_queues"]
+        if _queue_list(ours) and _queue_list(theirs):
+            queues: dict[str, Queue] = {q.name: q for q in ours}
+            queues.update({q.name: q for q in theirs})
+            theirs = tuple(queues.values())
+        merged["task_queues"] = theirs
     return merged
+
+
+def _queue_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(q, Queue) for q in value)
 
 
 def _module_file(module: ModuleType) -> str:

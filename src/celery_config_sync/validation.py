@@ -7,6 +7,7 @@ own option table (``celery.app.defaults``) names and types the settings.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from functools import cache
@@ -16,7 +17,7 @@ from celery.app.defaults import DEFAULTS, NAMESPACES, Option, flatten
 from kombu.entity import Exchange, Queue
 from kombu.transport.virtual.exchange import STANDARD_EXCHANGE_TYPES
 
-from .codec import STRUCTURED_SETTINGS, ConfigDocument, canonical_json
+from .codec import REGEX_KEY_PREFIX, STRUCTURED_SETTINGS, ConfigDocument, canonical_json
 from .errors import InvalidConfig
 from .value_types import check_tags, from_json, tag_of
 
@@ -98,6 +99,62 @@ def _not_default(setting: str, value: Any) -> bool:
     return bool(value != DEFAULTS.get(setting))
 
 
+# Task attributes that ``task_annotations`` may set as data (Celery sets any attribute it is
+# given on the task class: ``Request``, ``Strategy`` or ``serializer`` would turn an annotation
+# into code to import, or into pickle). JSON types of each, None allowed where Celery allows it.
+_NUMBER = (int, float)
+ANNOTATION_ATTRIBUTES: dict[str, tuple[type, ...]] = {
+    "rate_limit": (str, int, float, type(None)),
+    "time_limit": (*_NUMBER, type(None)),
+    "soft_time_limit": (*_NUMBER, type(None)),
+    "expires": (*_NUMBER, type(None)),
+    "default_retry_delay": _NUMBER,
+    "max_retries": (int, type(None)),
+    "priority": (int, type(None)),
+    "retry_backoff": (bool, int),
+    "retry_backoff_max": (int,),
+    "retry_jitter": (bool,),
+    "acks_late": (bool,),
+    "acks_on_failure_or_timeout": (bool,),
+    "reject_on_worker_lost": (bool,),
+    "ignore_result": (bool,),
+    "store_errors_even_if_ignored": (bool,),
+    "track_started": (bool,),
+    "send_events": (bool,),
+    "trail": (bool,),
+    "typing": (bool,),
+    "resultrepr_maxsize": (int,),
+}
+
+
+def _annotation_problem(value: Any) -> str | None:
+    """Why ``task_annotations`` is not plain data (None when it is): a dict of task name (or
+    "*") -> {attribute: value} with attributes of the table above, or a list of such dicts."""
+    maps = list(value) if isinstance(value, (list, tuple)) else [value]
+    for index, by_task in enumerate(maps):
+        where = f"[{index}]" if isinstance(value, (list, tuple)) else ""
+        if not isinstance(by_task, dict):
+            return (f"{where} is a {type(by_task).__name__}, which names code "
+                    "(annotation objects and module paths are code)")
+        for task, attributes in by_task.items():
+            if not isinstance(attributes, dict):
+                return f"{where}[{task!r}] must be an object of task attributes"
+            for attribute, item in attributes.items():
+                allowed = ANNOTATION_ATTRIBUTES.get(attribute)
+                if allowed is None:
+                    return (f"{where}[{task!r}].{attribute} is not a task attribute annotations "
+                            f"set as data (one of {', '.join(ANNOTATION_ATTRIBUTES)})")
+                if not isinstance(item, allowed) or (
+                        isinstance(item, bool) and bool not in allowed):
+                    return (f"{where}[{task!r}].{attribute} must be "
+                            f"{' or '.join(t.__name__ for t in allowed)}")
+    return None
+
+
+def _annotations_not_data(_: str, value: Any) -> bool:
+    return _set(_, value) and _annotation_problem(value) is not None
+
+
 # Settings that whoever can write Redis must not be able to switch on for every service:
 # they turn configuration into code execution, or move traffic to another host. Refused at
 # publish and at load unless the validating process allows them by name in its own
@@ -119,7 +176,8 @@ UNSAFE_SETTINGS: dict[str, UnsafeRule] = {
     "worker_timer": (_CODE, _not_default),
     "worker_autoscaler": (_CODE, _not_default),
     "beat_scheduler": (_CODE, _not_default),
-    "task_annotations": (_CODE, _set),
+    "task_annotations": ("is not plain data: annotation objects, module paths and task "
+                         "attributes outside the data table are code", _annotations_not_data),
     "worker_state_db": ("names a file the worker writes", _set),
     "broker_url": (_TRAFFIC, _set),
     "broker_read_url": (_TRAFFIC, _set),
@@ -152,39 +210,71 @@ def option_type(setting: str) -> str | None:
 
 
 def validate(document: ConfigDocument, canonical: bytes | None = None, *,
-             allow: frozenset[str] = frozenset()) -> None:
+             allow: frozenset[str] = frozenset(),
+             field_sizes: Mapping[str, Mapping[str, int]] | None = None) -> None:
     """Raise :class:`InvalidConfig` naming the first offending key; return None when valid.
 
     ``canonical`` is the document's canonical JSON when the caller already has it (a load
     hashes it anyway): sizes and the secret screen then cost one pass over those bytes.
     ``allow``: the unsafe settings the validating process accepts (CELERY_CONFIG_ALLOW_UNSAFE
-    in its own environment).
+    in its own environment). ``field_sizes``: section -> key -> size of its canonical JSON,
+    when the caller has them (a load reads the fields as stored), so as not to re-encode them.
     """
+    found = problems(document, canonical, allow=allow, field_sizes=field_sizes)
+    if found:
+        raise found[0]
+
+
+def problems(document: ConfigDocument, canonical: bytes | None = None, *,
+             allow: frozenset[str] = frozenset(),
+             field_sizes: Mapping[str, Mapping[str, int]] | None = None) -> list[InvalidConfig]:
+    """Every problem of ``document``, one per offending entry, in a stable order (sorted: the
+    same keys whatever order Redis returned the hash fields in), secrets first."""
     if document.is_empty():
-        raise InvalidConfig("config", "empty: no queue, route or setting (publish and load "
-                                      "refuse it alike)")
+        return [InvalidConfig("config", "empty: no queue, route or setting (publish and load "
+                                        "refuse it alike)")]
     text = document.canonical().encode() if canonical is None else canonical
-    _check_sizes(document, len(text))
+    found: list[InvalidConfig] = []
+
+    def check(rule: Callable[..., None], *args: Any) -> None:
+        try:
+            rule(*args)
+        except InvalidConfig as exc:
+            found.append(exc)
+
+    check(_check_sizes, document, len(text), field_sizes)
+    if found:
+        return found  # too big to walk: that is the one problem to fix first
     if SECRET_WORD_SCREEN.search(text.lower()) or URL_PASSWORD_SCREEN.search(text):
         # secrets first: the gravest finding
         for section, entries in document.sections().items():
             for key, value in sorted(entries.items()):
-                _check_no_secret(entry_name(section, key), key, value)
-    # Sorted: the error names the same key whatever order Redis returned the hash fields in.
+                check(_check_no_secret, entry_name(section, key), key, value)
     for name, queue in sorted(document.queues.items()):
-        _check_queue(name, queue)
+        check(_check_queue, name, queue)
     for pattern, route in sorted(document.routes.items()):
-        _check_route(pattern, route, document.queues)
+        check(_check_route, pattern, route, document.queues)
     for setting, value in sorted(document.base.items()):
-        _check_setting(setting, value)
-        _check_safe(setting, value, allow)
+        before = len(found)
+        check(_check_setting, setting, value)
+        if len(found) == before:
+            check(_check_safe, setting, value, allow)
     for key, value in sorted(document.app.items()):
-        _check_app_key(key, value)
-    _check_beat_routes(document.base.get("beat_schedule"), document.queues)
+        check(_check_app_key, key, value)
+    found.extend(_beat_route_problems(document.base.get("beat_schedule"), document.queues))
     default_queue = document.base.get("task_default_queue")
-    if document.queues and default_queue is not None and default_queue not in document.queues:
-        raise InvalidConfig("base.task_default_queue",
-                            f"names queue {default_queue!r}, which is not declared")
+    if document.queues and isinstance(default_queue, str) and (
+            default_queue not in document.queues):
+        found.append(InvalidConfig("base.task_default_queue",
+                                   f"names queue {default_queue!r}, which is not declared: "
+                                   f"{_declare(default_queue)}"))
+    return found
+
+
+def _declare(queue: str) -> str:
+    """What to add to the source for an undeclared queue: the queue Celery would create."""
+    return (f"add Queue({queue!r}, Exchange({queue!r}), routing_key={queue!r}) to "
+            f"task_queues")
 
 
 def entry_name(section: str, key: str) -> str:
@@ -192,14 +282,16 @@ def entry_name(section: str, key: str) -> str:
     return f"{section}.{key}" if section in ("base", "app") else f"{section}[{key!r}]"
 
 
-def _check_sizes(document: ConfigDocument, total: int) -> None:
+def _check_sizes(document: ConfigDocument, total: int,
+                 field_sizes: Mapping[str, Mapping[str, int]] | None) -> None:
     for section, entries in document.sections().items():
         if len(entries) > LIMITS[section]:
             raise InvalidConfig(section, f"{len(entries)} entries, more than {LIMITS[section]}")
         if total <= LIMITS["field_bytes"]:
             continue  # no field can be larger than the whole
         for key, value in entries.items():
-            size = len(canonical_json(value).encode())
+            size = (field_sizes[section][key] if field_sizes is not None
+                    else len(canonical_json(value).encode()))
             if size > LIMITS["field_bytes"]:
                 raise InvalidConfig(entry_name(section, key),
                                     f"{size} bytes, more than {LIMITS['field_bytes']}")
@@ -281,7 +373,9 @@ def _check_exchange(where: str, exchange: Any) -> None:
 
 def _check_route(pattern: str, route: Any, queues: Mapping[str, Any]) -> None:
     where = f"routes[{pattern!r}]"
-    if not NAME.match(pattern):
+    if pattern.startswith(REGEX_KEY_PREFIX):
+        _check_regex_key(where, pattern[len(REGEX_KEY_PREFIX):])
+    elif not NAME.match(pattern):
         raise InvalidConfig(where, "is not a task name or glob")
     if not isinstance(route, dict):
         raise InvalidConfig(where, f"must be an object, got {type(route).__name__}")
@@ -293,15 +387,29 @@ def _check_route(pattern: str, route: Any, queues: Mapping[str, Any]) -> None:
         if not isinstance(value, allowed) or isinstance(value, bool):
             raise InvalidConfig(f"{where}.{key}", f"must be {allowed[0].__name__}")
     queue = route.get("queue")
-    if queue is None:
-        raise InvalidConfig(f"{where}.queue", "is missing")
-    if queue not in queues:
-        raise InvalidConfig(f"{where}.queue", f"routes to queue {queue!r}, which is not declared")
+    if queue is None and not {"exchange", "routing_key"} & set(route):
+        # Celery sends a route with neither queue nor exchange to the default queue: say so
+        # rather than carry a route that does nothing.
+        raise InvalidConfig(f"{where}.queue", "is missing (a route names a queue, or an "
+                                              "exchange and routing key)")
+    if queue is not None and queue not in queues:
+        raise InvalidConfig(f"{where}.queue", f"routes to queue {queue!r}, which is not "
+                                              f"declared: {_declare(queue)}")
     if "priority" in route and not 0 <= route["priority"] <= 255:
         raise InvalidConfig(f"{where}.priority", "must be in 0..255")
     if route.get("exchange_type") not in (None, *STANDARD_EXCHANGE_TYPES):
         raise InvalidConfig(f"{where}.exchange_type",
                             f"unknown exchange type {route['exchange_type']!r}")
+
+
+def _check_regex_key(where: str, text: str) -> None:
+    """A ``$regex:`` route key: printable, bounded, and a pattern Python compiles."""
+    if not text or len(text) > 1000 or not text.isprintable():
+        raise InvalidConfig(where, "is not a regex of 1 to 1000 printable characters")
+    try:
+        re.compile(text)
+    except (re.error, RecursionError, OverflowError, ValueError) as exc:
+        raise InvalidConfig(where, f"is not a valid regex: {exc}") from None
 
 
 def _check_setting(setting: str, value: Any) -> None:
@@ -310,7 +418,9 @@ def _check_setting(setting: str, value: Any) -> None:
         raise InvalidConfig(where, f"belongs in the {STRUCTURED_SETTINGS[setting]} hash")
     kind = option_type(setting)
     if kind is None:
-        raise InvalidConfig(where, "is not a Celery setting (see celery.app.defaults)")
+        close = difflib.get_close_matches(setting, celery_options(), n=1, cutoff=0.8)
+        raise InvalidConfig(where, "is not a Celery setting (see celery.app.defaults)" + (
+            f": did you mean {close[0]}?" if close else ""))
     if kind == "bytes":
         raise InvalidConfig(where, "holds bytes, which JSON cannot carry")
     check_tags(value, where)
@@ -341,31 +451,38 @@ def _check_safe(setting: str, value: Any, allow: frozenset[str]) -> None:
     if rule is None or setting in allow:
         return
     reason, applies = rule
-    if applies(setting, from_json(value, f"base.{setting}")):
+    decoded = from_json(value, f"base.{setting}")
+    if applies(setting, decoded):
+        if setting == "task_annotations":
+            reason = f"{reason}: {_annotation_problem(decoded)}"
         raise InvalidConfig(f"base.{setting}",
                             f"{reason}: refused unless the process that loads it allows it in "
                             f"its own environment (CELERY_CONFIG_ALLOW_UNSAFE={setting})")
 
 
-def _check_beat_routes(schedule: Any, queues: Mapping[str, Any]) -> None:
+def _beat_route_problems(schedule: Any, queues: Mapping[str, Any]) -> list[InvalidConfig]:
     """Beat entries route like task_routes: a queue they name must be declared."""
     if not isinstance(schedule, dict):
-        return
+        return []
+    found = []
     for name, entry in sorted(schedule.items()):
         where = f"base.beat_schedule[{name!r}]"
         if not isinstance(entry, dict):
-            raise InvalidConfig(where, "must be an object (task, schedule, args, options...)")
-        if not isinstance(entry.get("task"), str):
-            raise InvalidConfig(f"{where}.task", "must be a task name")
-        if "schedule" not in entry:
-            raise InvalidConfig(f"{where}.schedule", "is missing")
-        options = entry.get("options") or {}
-        if not isinstance(options, dict):
-            raise InvalidConfig(f"{where}.options", "must be an object")
-        queue = options.get("queue")
-        if queue is not None and queue not in queues:
-            raise InvalidConfig(f"{where}.options.queue",
-                                f"routes to queue {queue!r}, which is not declared")
+            found.append(InvalidConfig(where, "must be an object (task, schedule, args, "
+                                              "options...)"))
+        elif not isinstance(entry.get("task"), str):
+            found.append(InvalidConfig(f"{where}.task", "must be a task name"))
+        elif "schedule" not in entry:
+            found.append(InvalidConfig(f"{where}.schedule", "is missing"))
+        elif not isinstance(entry.get("options") or {}, dict):
+            found.append(InvalidConfig(f"{where}.options", "must be an object"))
+        else:
+            queue = (entry.get("options") or {}).get("queue")
+            if queue is not None and queue not in queues:
+                found.append(InvalidConfig(f"{where}.options.queue",
+                                           f"routes to queue {queue!r}, which is not "
+                                           f"declared: {_declare(str(queue))}"))
+    return found
 
 
 def _check_no_secret(where: str, key: str, value: Any) -> None:

@@ -69,6 +69,7 @@ class ConfigWatcher(Generic[T]):
         # re-read under way: the reload latency is measured from it (celery_config_sync.metrics)
         self.woken_at: float | None = None
         self._stop = threading.Event()
+        self._tick_soon = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscriber: redis.Redis | None = None
 
@@ -85,6 +86,11 @@ class ConfigWatcher(Generic[T]):
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+
+    def tick_soon(self) -> None:
+        """Run ``on_tick`` at the loop's next turn (within a second) rather than at its time:
+        the caller's heartbeat has news (a worker's consumed queues changed)."""
+        self._tick_soon.set()
 
     @property
     def running(self) -> bool:
@@ -124,7 +130,8 @@ class ConfigWatcher(Generic[T]):
             next_poll = self._next_poll()
             while not self._stop.is_set():
                 now = time.monotonic()
-                if now >= next_tick:
+                if now >= next_tick or self._tick_soon.is_set():
+                    self._tick_soon.clear()
                     self._tick()
                     next_tick = now + self.tick_interval
                 wait = max(0.0, min(next_poll, next_tick, now + 1.0) - now)

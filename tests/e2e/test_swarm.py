@@ -131,7 +131,7 @@ def test_compose_and_swarm_read_the_same_services(tmp_path: Path) -> None:
     assert swarm["beat"]["deploy"]["placement"] == {
         "max_replicas_per_node": 1, "preferences": [{"spread": f"node.labels.{ZONE_LABEL}"}]}
     assert swarm["beat"]["image"] == swarm["worker"]["image"]
-    assert swarm["beat"]["command"][:4] == ["celery", "--app", "worker_service.app", "beat"]
+    assert swarm["beat"]["command"][:2] == ["celery", "beat"]  # the app: the image's CELERY_APP
     assert swarm_model["networks"]["default"] == {"driver": "overlay", "attachable": True}
 
 

@@ -178,8 +178,7 @@ def test_gate_source_and_snapshot(stack: Stack, image: str) -> None:
     ("redis", ["redis-entrypoint"], None),
     ("config-seeder", ["celery-config"], ["publish"]),
     ("worker", ["celery-config-gate"], ["supervisord", "-c", "/etc/supervisor/supervisord.conf"]),
-    ("api", ["celery-config-gate"], ["uvicorn", "api_service.app:app", "--host", "0.0.0.0",
-                                     "--port", "8000"]),
+    ("api", ["celery-config-gate"], ["uvicorn", "--host", "0.0.0.0", "--port", "8000"]),
 ])
 def test_exec_form_entrypoints(stack: Stack, image: str, entrypoint: list[str],
                                cmd: list[str] | None) -> None:

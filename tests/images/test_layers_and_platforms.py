@@ -12,6 +12,7 @@ import tempfile
 import docker
 import pytest
 
+from tests.compose_stack import REGISTRY, TAG
 from tests.images.conftest import IMAGES, PYTHON_IMAGES, image_ref
 
 pytestmark = pytest.mark.images
@@ -142,31 +143,40 @@ def test_only_its_own_distributions_on_either_platform(docker_client: docker.Doc
             assert package not in packages
 
 
-@pytest.mark.parametrize("image", IMAGES)
+# The example project's images (examples/orders/Dockerfile, the README's recipe): built on
+# ours, they must keep every promise of ours too.
+EXAMPLE_REFS = {f"orders/{name}": f"{REGISTRY}/orders/{name}:{TAG}"
+                for name in ("config-seeder", "worker", "api")}
+REFS = {**{name: image_ref(name) for name in IMAGES}, **EXAMPLE_REFS}
+PYTHON_REFS = {name: ref for name, ref in REFS.items()
+               if name in PYTHON_IMAGES or name in EXAMPLE_REFS}
+
+
+@pytest.mark.parametrize("image", REFS)
 def test_no_ca_bundle_or_secret_in_any_layer(docker_client: docker.DockerClient,
                                              image: str) -> None:
-    members = layer_members(docker_client, image_ref(image))
+    members = layer_members(docker_client, REFS[image])
     assert len(members) >= 2, "expected layers for both platforms"
     leaks = [f"{blob}: {name}" for blob, names in members.items()
              for name in names if FORBIDDEN_PATH.search(name)]
     assert leaks == []
 
 
-@pytest.mark.parametrize("image", PYTHON_IMAGES)
+@pytest.mark.parametrize("image", PYTHON_REFS)
 def test_history_and_environment_carry_no_build_secret(docker_client: docker.DockerClient,
                                                        image: str) -> None:
-    attrs = docker_client.images.get(image_ref(image)).attrs
+    attrs = docker_client.images.get(PYTHON_REFS[image]).attrs
     env = " ".join(attrs["Config"].get("Env") or [])
-    history = json.dumps(docker_client.api.history(image_ref(image)))
+    history = json.dumps(docker_client.api.history(PYTHON_REFS[image]))
     for needle in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "/run/secrets", "SSL_CERT_FILE"):
         assert needle not in env and needle not in history, needle
 
 
-@pytest.mark.parametrize("image", IMAGES)
+@pytest.mark.parametrize("image", REFS)
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_both_platforms_are_in_the_image(docker_client: docker.DockerClient, image: str,
                                          platform: str) -> None:
-    out = docker_client.containers.run(image_ref(image), ["-m"], entrypoint="uname",
+    out = docker_client.containers.run(REFS[image], ["-m"], entrypoint="uname",
                                        platform=platform, remove=True)
     assert out.decode().strip() == PLATFORMS[platform]
 

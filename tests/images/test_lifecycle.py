@@ -95,6 +95,20 @@ def test_gate_falls_back_to_the_snapshot(stack: Stack) -> None:
         api.remove(force=True, v=True)
 
 
+@pytest.mark.parametrize("image", ("worker", "api"))
+def test_gate_refuses_a_snapshot_exported_from_another_source(stack: Stack, image: str) -> None:
+    """An image built on ours for another project (its own CELERY_CONFIG_SOURCE) that kept the
+    demo's snapshot: the gate exits 2 in one line before anything starts, Redis up or not,
+    rather than fall back one day to the demo's queues."""
+    env = {**stack.env, "CELERY_CONFIG_SOURCE": "orders.celeryconfig"}
+    code, _, err = finished(stack.run(image, environment=env))
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("celery-config")]
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert "exported from '/etc/celery-config/source.py+rpi'" in lines[0], lines
+    assert "not from this service's source 'orders.celeryconfig'" in lines[0], lines
+
+
 @pytest.mark.parametrize("image", ("redis", "worker", "api"))
 def test_docker_stop_ends_on_sigterm_with_exit_0(stack: Stack, image: str) -> None:
     """Exit 0: PID 1 handles SIGTERM and ends cleanly (143: killed by the SIGTERM it does not

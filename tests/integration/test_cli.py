@@ -54,7 +54,8 @@ INVALID_SOURCES = {
     "typo in a setting": ("task_serialiser = 'json'", "base.task_serialiser"),
     "route to an undeclared queue": ("task_routes['x.y'] = {'queue': 'ghost'}",
                                      "routes['x.y'].queue"),
-    "credentials in the broker URL": ("broker_url = 'redis://u:p@redis:6379/0'", "base.broker_url"),
+    "credentials in a URL": ("broker_transport_options = {'fanout_url': 'redis://u:p@r:6379/0'}",
+                             "base.broker_transport_options.fanout_url"),
     "unknown exchange type": ("task_queues = (*task_queues, Queue('h', Exchange('h', "
                               "type='headers')))", "queues['h'].exchange.type"),
     "source that raises": ("raise RuntimeError('boom')", "RuntimeError: boom"),
@@ -174,3 +175,57 @@ def test_export_then_load_without_redis(tmp_path: Path) -> None:
     nothing = run("load", "--no-redis", CELERY_CONFIG_SNAPSHOT_PATH=str(tmp_path / "x"),
                   CELERY_CONFIG_FALLBACK_PATH=str(tmp_path / "y"))
     assert nothing.returncode == 1 and "no Celery configuration available" in error_line(nothing)
+
+
+def test_a_version_of_5000_digits_is_one_line_in_every_command(
+        tmp_path: Path, redis_server: RedisServer, published: redis.Redis) -> None:
+    """Python's int() refuses more than 4,300 digits with a ValueError of its own; each command
+    reads the version through one parser that stops at Redis' 19 digits instead."""
+    snapshot = tmp_path / "snapshot.json"
+    assert run("export", "-o", str(snapshot)).returncode == 0
+    files = {"CELERY_CONFIG_SNAPSHOT_PATH": str(snapshot),
+             "CELERY_CONFIG_FALLBACK_PATH": str(tmp_path / "lkg.json")}
+    published.set("celery_config:version", "9" * 5000)
+    for command, code in (("show", 2), ("publish", 2), ("load", 0), ("status", 2)):
+        result = run(command, url=redis_server.url, CELERY_CONFIG_WAIT_TIMEOUT="2", **files)
+        assert "Traceback" not in result.stderr and len(result.stderr) < 2000, result.stderr
+        assert result.returncode == code, (command, result.stderr)
+        if code:
+            assert "celery_config:version" in error_line(result) or (
+                "version" in error_line(result)), result.stderr
+    loaded = json.loads(run("load", url=redis_server.url, **files).stdout)
+    assert loaded["source"] == "snapshot"  # the fallback chain, as for any malformed field
+
+
+def test_wait_refuses_a_snapshot_exported_from_another_source(
+        tmp_path: Path, redis_server: RedisServer, published: redis.Redis) -> None:
+    snapshot = tmp_path / "snapshot.json"
+    assert run("export", "--source", str(SOURCE), "-o", str(snapshot)).returncode == 0
+    ours = {"CELERY_CONFIG_SNAPSHOT_PATH": str(snapshot), "CELERY_CONFIG_SOURCE": str(SOURCE)}
+    assert run("wait", "--own-snapshot", url=redis_server.url, **ours).returncode == 0
+    theirs = {**ours, "CELERY_CONFIG_SOURCE": "orders.celeryconfig"}
+    refused = run("wait", "--own-snapshot", url=redis_server.url, **theirs)
+    assert refused.returncode == 2
+    assert f"exported from '{SOURCE}'" in error_line(refused)
+    assert "export --source orders.celeryconfig" in error_line(refused)
+    # Without the flag (a plain wait), or without a snapshot at all, nothing is refused.
+    assert run("wait", url=redis_server.url, **theirs).returncode == 0
+    snapshot.unlink()
+    assert run("wait", "--own-snapshot", url=redis_server.url, **theirs).returncode == 0
+
+
+def test_an_overlay_asked_of_a_source_without_overlays_is_a_notice(
+        tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    """The stack sets CELERY_CONFIG_OVERLAY=rpi; a project whose source has no overlays folder
+    publishes without one, and says so. A source with overlays still refuses a missing one."""
+    source = tmp_path / "celeryconfig.py"
+    source.write_text("task_default_queue = 'default'\ntask_acks_late = True\n")
+    result = run("publish", "--source", str(source), url=redis_server.url,
+                 CELERY_CONFIG_OVERLAY="rpi")
+    assert result.returncode == 0, result.stderr
+    assert "celery-config: notice: overlay 'rpi' not applied: the source has no overlays" in (
+        result.stderr)
+    (tmp_path / "overlays").mkdir()
+    missing = run("publish", "--source", str(source), url=redis_server.url,
+                  CELERY_CONFIG_OVERLAY="rpi")
+    assert missing.returncode == 2 and "overlay 'rpi' not found" in error_line(missing)

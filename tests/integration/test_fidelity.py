@@ -29,6 +29,7 @@ from celery_config_sync.redis_layout import (
 )
 from celery_config_sync.routing import build_routing
 from celery_config_sync.source import load_source
+from celery_config_sync.value_types import to_json
 from tests.conftest import SOURCE, RedisServer, free_port
 from tests.integration.test_cli import error_line, run, write_source
 from tests.tamper import reseal
@@ -135,28 +136,57 @@ def test_declared_order_of_globs_and_queues_survives_every_link(
 
 
 # ------------------------------------------------------------------------ unsafe settings
-@pytest.mark.parametrize(("extra", "setting"), [
-    ("task_serializer = 'pickle'\naccept_content = ['json', 'pickle']", "accept_content"),
-    ("broker_write_url = 'redis://elsewhere:6379/0'", "broker_write_url"),
-    ("imports = ('myapp.tasks',)", "imports"),
-])
 def test_unsafe_settings_need_the_loading_sides_consent(
-        tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis, extra: str,
-        setting: str) -> None:
+        tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    extra = "task_serializer = 'pickle'\naccept_content = ['json', 'pickle']"
     source = write_source(tmp_path, extra)
     refused = run("publish", "--source", source, url=redis_server.url)
     assert refused.returncode == 2
-    assert f"CELERY_CONFIG_ALLOW_UNSAFE={setting}" in error_line(refused)
-    names = ",".join(line.split("=")[0].strip() for line in extra.splitlines())
+    lines = [line for line in refused.stderr.splitlines() if line.startswith("celery-config")]
+    assert len(lines) == 3, refused.stderr  # both settings, then the count: one run
+    for setting in ("accept_content", "task_serializer"):
+        assert any(f"CELERY_CONFIG_ALLOW_UNSAFE={setting}" in line for line in lines), lines
+    assert redis_client.keys("*") == []
     allowed = run("publish", "--source", source, url=redis_server.url,
-                  CELERY_CONFIG_ALLOW_UNSAFE=names)
+                  CELERY_CONFIG_ALLOW_UNSAFE="task_serializer,accept_content")
     assert allowed.returncode == 0, allowed.stderr
-    # A loading side that did not consent refuses it, and falls back; one that did, loads it.
+    assert_consent_needed_to_load(tmp_path, redis_server, {"task_serializer", "accept_content"})
+
+
+# Deployment settings are set aside at publish (a notice, not a refusal): a source never carries
+# them. One that reaches Redis anyway (another writer, an older publisher) is refused at load
+# unless the loading side consents: the loading side's rule is unchanged.
+@pytest.mark.parametrize(("setting", "value"), [
+    ("broker_write_url", "redis://elsewhere:6379/0"),
+    ("imports", ("myapp.tasks",)),
+    ("result_backend", "redis://elsewhere:6379/1"),
+])
+def test_deployment_settings_are_set_aside_at_publish_and_refused_at_load(
+        tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis, setting: str,
+        value: object) -> None:
+    source = write_source(tmp_path, f"{setting} = {value!r}")
+    published = run("publish", "--source", source, url=redis_server.url)
+    assert published.returncode == 0, published.stderr
+    notices = [line for line in published.stderr.splitlines()
+               if line.startswith("celery-config: notice: set aside")]
+    assert len(notices) == 1 and setting in notices[0], published.stderr
+    assert setting.encode() not in b"".join(redis_client.hkeys(f"{NS}:base"))
+    assert b"elsewhere" not in b"".join(redis_client.hvals(f"{NS}:base"))
+    # Written to Redis by a writer that bypasses the source (the library, consenting itself):
+    document = ConfigDocument(**{**DOCUMENT.sections(),
+                                 "base": {**DOCUMENT.base, setting: to_json(value, setting)}})
+    publish(redis_client, NS, document, source="elsewhere", allow=frozenset({setting}))
+    assert_consent_needed_to_load(tmp_path, redis_server, {setting})
+
+
+def assert_consent_needed_to_load(tmp_path: Path, redis_server: RedisServer,
+                                  names: set[str]) -> None:
+    """A loading side that did not consent refuses what Redis holds, and falls back; one that
+    did, loads it."""
     write_atomic(tmp_path / "snapshot.json", render(DOCUMENT, version=0, meta={}))
     refusing = load_config(env_for(redis_server, tmp_path))
     assert refusing.source == "snapshot"
-    consenting = load_config(env_for(redis_server, tmp_path,
-                                     allow_unsafe=frozenset(names.split(","))))
+    consenting = load_config(env_for(redis_server, tmp_path, allow_unsafe=frozenset(names)))
     assert consenting.source == "redis"
 
 

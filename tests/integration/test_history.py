@@ -321,7 +321,8 @@ def test_rollback_to_content_this_release_refuses_publishes_nothing(
     assert result.returncode == 2
     assert error_line(result) == (
         "celery-config: error: rollback to version 2 refused: history[2]: "
-        "base.task_serialiser: is not a Celery setting (see celery.app.defaults)")
+        "base.task_serialiser: is not a Celery setting (see celery.app.defaults): did you mean "
+        "task_serializer?")
     assert snapshot_of(three_versions) == before
     diffed = run("diff", "--from", "2", url=redis_server.url)
     assert diffed.returncode == 2 and "history[2]: base.task_serialiser" in error_line(diffed)

@@ -27,7 +27,7 @@ from tests.conftest import ROOT, SOURCE, require
 from tests.figures import figure
 from tests.integration.test_cli import error_line, run
 from tests.integration.test_live_reload import with_reports
-from tests.redis_process import ROLES, AclRedis, redis_server_binary, start_acl_redis
+from tests.redis_process import ROLES, AclRedis, free_port, redis_server_binary, start_acl_redis
 from tests.service_processes import running, start_api, start_beat, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
@@ -94,6 +94,8 @@ def test_every_flow_works_as_its_role_with_the_acl_log_empty(
     worker = start_worker(acl_redis.url("worker"), tmp_path, "-E", "--concurrency", "2",
                           gossip=True,  # as the image runs it: mingle, gossip, events
                           CELERY_RESULT_BACKEND=acl_redis.url("worker", 1),
+                          # as the image: metrics on, so the fleet's queue coverage is read
+                          CELERY_CONFIG_METRICS_PORT=str(free_port()),
                           CELERY_CONFIG_HEARTBEAT_INTERVAL="1", **acl_redis.as_role("worker"))
     api = start_api(acl_redis.url("api"), tmp_path, CELERY_RESULT_BACKEND=acl_redis.url("api", 1),
                     CELERY_CONFIG_HEARTBEAT_INTERVAL="1", **acl_redis.as_role("api"))
@@ -120,6 +122,8 @@ def test_every_flow_works_as_its_role_with_the_acl_log_empty(
         status = run("status", "--format", "json", url=acl_redis.url("seeder"), **seeder)
         fleet = json.loads(status.stdout)["fleet"]
         assert {entry["service"] for entry in fleet} == {"worker", "api"}, status.stderr
+        # Both read the fleet's queue coverage after each heartbeat, as their own users.
+        wait_for(lambda: api.get("/readyz")["unconsumed_queues"] == [], 30, "the API's view")
     assert acl_redis.acl_log() == [], "denied during the run"
     # Celery's keys are all under its prefix; nothing outside it but the namespace.
     names = {key.decode() for key in acl_redis.client("admin").scan_iter(count=1000)}

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from celery_config_sync.environment import Environment
 from celery_config_sync.live_config import LiveConfig
@@ -36,6 +37,18 @@ def test_promtool(args: tuple[str, ...]) -> None:
     result = promtool(*args)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_unit_test_that_fires_it() -> None:
+    """A rule added to alerts.yaml without a case in alerts.test.yaml that expects it to fire
+    is a rule nothing checks (promtool passes a test file that never names it)."""
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yaml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    cases = yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yaml").read_text())["tests"]
+    fired = {check["alertname"] for case in cases for check in case.get("alert_rule_test", [])
+             if check.get("exp_alerts")}
+    assert "CeleryConfigQueueWithoutConsumer" in alerts
+    assert alerts <= fired, sorted(alerts - fired)
 
 
 def exported_samples() -> set[str]:

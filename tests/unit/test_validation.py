@@ -34,7 +34,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 CASES = [
     ("route to an undeclared queue", _set("routes/scan.discovery", {"queue": "nowhere"}),
      "routes['scan.discovery'].queue", "not declared"),
-    ("route without a queue", _set("routes/scan.discovery", {"routing_key": "scan"}),
+    ("route without a queue", _set("routes/scan.discovery", {"priority": 5}),
      "routes['scan.discovery'].queue", "missing"),
     ("unknown route field", _set("routes/scan.discovery", {"queue": "scan", "queu": "x"}),
      "routes['scan.discovery'].queu", "not a route field"),

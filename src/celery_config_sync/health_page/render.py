@@ -77,6 +77,7 @@ def render_live(view: Mapping[str, Any]) -> Html:
 
 def summary(view: Mapping[str, Any]) -> Html:
     failing = [r for r in view["fleet"] if r.get("problems")]
+    unconsumed = view.get("unconsumed_queues") or []
     if view["error"]:
         state, text = "bad", view["error"]
     elif (view["published"] or {}).get("published_error"):
@@ -87,6 +88,12 @@ def summary(view: Mapping[str, Any]) -> Html:
         state, text = "bad", f"{len(failing)} of {len(view['fleet'])} instances need attention"
     else:
         state, text = "ok", f"all {len(view['fleet'])} instances run the published version"
+    if unconsumed and not view["error"]:
+        more = (f" and {len(unconsumed) - SENDERS_SHOWN} more"
+                if len(unconsumed) > SENDERS_SHOWN else "")
+        state, text = "bad", (f"{text}; no live worker consumes "
+                              f"{', '.join(unconsumed[:SENDERS_SHOWN])}{more}, where tasks are "
+                              "sent: they pile up")
     return fill('<p id="summary" class="summary $state">$text</p>', state=state, text=text)
 
 
@@ -136,14 +143,31 @@ def fleet(view: Mapping[str, Any]) -> Html:
                 '</tr></thead><tbody>$body</tbody></table></section>', body=body)
 
 
+QUEUE_ROW = ('<tr class="$css" data-queue="$name"><td>$name</td><td class="num">$depth</td>'
+             '<td class="num">$consumers</td><td>$senders</td><td>$state</td></tr>')
+# A queue's state (queue_coverage.QueueCoverage.state) -> its row's class: red when routed and
+# consumed by no live worker; None: the fleet could not be read.
+QUEUE_CSS = {"no consumer": "unconsumed", "unknown": "problem", "consumed": "ok",
+             "not routed": "ok", None: "ok"}
+SENDERS_SHOWN = 3
+
+
 def queues(view: Mapping[str, Any]) -> Html:
-    rows = join(fill('<tr data-queue="$name"><td>$name</td><td class="num">$depth</td></tr>',
-                     name=q["name"], depth="?" if q["depth"] is None else q["depth"])
-                for q in view["queues"])
+    rows = []
+    for q in view["queues"]:
+        senders = q.get("senders") or []
+        more = f" and {len(senders) - SENDERS_SHOWN} more" if len(senders) > SENDERS_SHOWN else ""
+        consumers = q.get("consumers")
+        rows.append(fill(QUEUE_ROW, css=QUEUE_CSS.get(q.get("state"), "ok"), name=q["name"],
+                         depth="?" if q["depth"] is None else q["depth"],
+                         consumers="?" if consumers is None else
+                         f"{consumers}" + (f" (+{q['unknown']} unknown)" if q["unknown"] else ""),
+                         senders=", ".join(senders[:SENDERS_SHOWN]) + more or "-",
+                         state=q.get("state") or "?"))
     return fill('<section id="queues"><h2>Queues</h2><table class="narrow"><thead><tr>'
-                '<th>queue</th><th>messages waiting</th></tr></thead><tbody>$rows</tbody></table>'
-                '</section>',
-                rows=rows)
+                '<th>queue</th><th>messages waiting</th><th>live consumers</th><th>sent to by</th>'
+                '<th>state</th></tr></thead><tbody>$rows</tbody></table></section>',
+                rows=join(rows))
 
 
 def value_text(value: Any) -> str:

@@ -2,9 +2,10 @@
 
 Everything comes from the library, read fresh from Redis at each request: the published
 version and the fleet with its problems (:func:`celery_config_sync.status_report`, the same
-report as ``celery-config status``), the queues' depth and the version history. The serving
-instance adds what it applies itself, so that the page still says something useful when
-Redis does not answer. No web framework here: :mod:`celery_config_sync.fastapi` serves it.
+report as ``celery-config status``), the queues (what sends to each, the live workers that
+consume it, its depth) and the version history. The serving instance adds what it applies
+itself, so that the page still says something useful when Redis does not answer. No web
+framework here: :mod:`celery_config_sync.fastapi` serves it.
 """
 
 from __future__ import annotations
@@ -57,13 +58,17 @@ def health_view(source: HealthSource) -> dict[str, Any]:
     started = time.perf_counter()
     view: dict[str, Any] = {"namespace": source.namespace, "error": None,
                             "this_instance": source.live.status(), "published": None,
-                            "fleet": [], "in_sync": False, "queues": [], "history": [],
+                            "fleet": [], "in_sync": False, "queues": [],
+                            "unconsumed_queues": [], "history": [],
                             "history_error": None}
     document: ConfigDocument = source.live.current.loaded.document
     try:
-        report, published = status_report(source.reader)
+        report, published = status_report(source.reader, broker=source.broker,
+                                          keyprefix=source.live.env.celery_keyprefix)
         view["fleet"] = report.pop("fleet")
         view["in_sync"] = report.pop("in_sync")
+        view["queues"] = report.pop("queues")
+        view["unconsumed_queues"] = report.pop("unconsumed_queues")
         view["published"] = report
         if published is not None:
             document = published.document
@@ -71,7 +76,8 @@ def health_view(source: HealthSource) -> dict[str, Any]:
         view["error"] = f"nothing published: {exc}"
     except (redis.RedisError, OSError, CeleryConfigError) as exc:
         view["error"] = f"Redis did not answer: {type(exc).__name__}: {exc}"
-    view["queues"] = queues(source, document)
+    if not view["queues"]:  # no report's (Redis away, invalid content): the depths alone
+        view["queues"] = queues(source, document)
     if view["error"] is None or view["published"] is not None:
         try:
             view["history"] = [entry.as_dict() for entry in list_history(source.client,
@@ -84,13 +90,16 @@ def health_view(source: HealthSource) -> dict[str, Any]:
 
 def queues(source: HealthSource, document: ConfigDocument) -> list[dict[str, Any]]:
     """Each queue the configuration declares, with the messages waiting in it (None when the
-    broker's Redis does not answer or is not Redis)."""
+    broker's Redis does not answer or is not Redis), when the fleet could not be read: its
+    consumers unknown (state None)."""
     depths: dict[str, int] = {}
     if source.broker is not None:
         with contextlib.suppress(redis.RedisError, OSError):
             depths = queue_depths(source.broker, document.queues,
                                   source.live.env.celery_keyprefix, priority_steps(document.base))
-    return [{"name": name, "depth": depths.get(name)} for name in document.queues]
+    return [{"name": name, "depth": depths.get(name), "routed": None, "senders": [],
+             "consumers": None, "unknown": None, "state": None, "consumed_by": []}
+            for name in document.queues]
 
 
 def version_diff(source: HealthSource, old: int, new: int) -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""The digest beside last-known-good (issue 20): a load finds the file up to date by its digest
+and one hash of its bytes instead of parsing it; any doubt (no digest, a stale or corrupt one,
+a file changed under it) writes the file again, never a wrong skip; and a file that is wrong
+is still refused when it is used, whatever its digest says."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from celery_config_sync.codec import ConfigDocument, canonical_json
+from celery_config_sync.environment import Environment
+from celery_config_sync.fallback_files import DIGEST_FORMAT, digest_path, render, write_atomic
+from celery_config_sync.loader import load_config
+from celery_config_sync.redis_layout import publish
+from celery_config_sync.source import load_source
+from tests.conftest import SOURCE, free_port
+
+pytestmark = pytest.mark.integration
+NS = "celery_config"
+DOCUMENT = load_source(str(SOURCE))
+SNAPSHOT_DOCUMENT = ConfigDocument(DOCUMENT.queues, DOCUMENT.routes,
+                                   {**DOCUMENT.base, "task_time_limit": 1234})
+
+
+@pytest.fixture
+def env(tmp_path: Path, redis_server) -> Environment:  # type: ignore[no-untyped-def]
+    snapshot = tmp_path / "snapshot.json"
+    write_atomic(snapshot, render(SNAPSHOT_DOCUMENT, version=0, meta={"source": "test"}))
+    return Environment(redis_url=redis_server.url, namespace=NS,
+                       fallback_path=str(tmp_path / "lkg.json"), snapshot_path=str(snapshot))
+
+
+def unreachable(env: Environment) -> Environment:
+    return Environment(**{**env.__dict__, "redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+
+
+def identity(path: str) -> tuple[int, int]:
+    """Changes whenever the file is written again (write_atomic renames a new file in)."""
+    stat = Path(path).stat()
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def assert_digest_matches(env: Environment, version: int) -> None:
+    body = Path(env.fallback_path).read_bytes()
+    recorded = json.loads(digest_path(env.fallback_path).read_text())
+    assert recorded == {"format": DIGEST_FORMAT, "version": version, "sha256": DOCUMENT.sha256,
+                        "file_sha256": hashlib.sha256(body).hexdigest()}
+    assert json.loads(body)["sha256"] == DOCUMENT.sha256
+
+
+def _rewrite_digest(change: Callable[[dict[str, object]], object]) -> Callable[[Path], None]:
+    def apply(digest: Path) -> None:
+        recorded = json.loads(digest.read_text())
+        change(recorded)
+        digest.write_text(json.dumps(recorded))
+    return apply
+
+
+def _file(digest: Path) -> Path:
+    return digest.with_name(digest.name.removesuffix(".digest"))
+
+
+# What can happen to the digest or to the file under it -> the load must write both again.
+DOUBTS: dict[str, Callable[[Path], object]] = {
+    "digest missing": lambda digest: digest.unlink(),
+    "digest empty": lambda digest: digest.write_bytes(b""),
+    "digest not JSON": lambda digest: digest.write_bytes(b"\x00\xffgarbage"),
+    "digest nested too deeply": lambda digest: digest.write_bytes(b"[" * 3000),
+    "digest too large": lambda digest: digest.write_bytes(b" " * 10_000 + digest.read_bytes()),
+    "digest of another format": _rewrite_digest(
+        lambda r: r.update(format="celery-config-digest/0")),
+    "digest of an older version": _rewrite_digest(lambda r: r.update(version=0)),
+    "digest with version true": _rewrite_digest(lambda r: r.update(version=True)),
+    "digest of other content": _rewrite_digest(lambda r: r.update(sha256="0" * 64)),
+    "digest of other bytes": _rewrite_digest(lambda r: r.update(file_sha256="0" * 64)),
+    "file deleted": lambda digest: _file(digest).unlink(),
+    "file of other content": lambda digest: _file(digest).write_text(
+        render(SNAPSHOT_DOCUMENT, version=1, meta={})),
+    "file truncated": lambda digest: _file(digest).write_bytes(
+        _file(digest).read_bytes()[:100]),
+    "file reformatted": lambda digest: _file(digest).write_text(
+        json.dumps(json.loads(_file(digest).read_text()))),
+}
+
+
+def test_an_unchanged_config_is_not_written_again(env: Environment,
+                                                  redis_client: redis.Redis) -> None:
+    publish(redis_client, NS, DOCUMENT, source="test")
+    load_config(env)
+    assert_digest_matches(env, 1)
+    before = identity(env.fallback_path), identity(str(digest_path(env.fallback_path)))
+    assert load_config(env).source == "redis"
+    assert (identity(env.fallback_path), identity(str(digest_path(env.fallback_path)))) == before
+
+
+@pytest.mark.parametrize("doubt", DOUBTS, ids=list(DOUBTS))
+def test_any_doubt_writes_the_file_again(doubt: str, env: Environment,
+                                         redis_client: redis.Redis) -> None:
+    publish(redis_client, NS, DOCUMENT, source="test")
+    load_config(env)
+    digest = digest_path(env.fallback_path)
+    DOUBTS[doubt](digest)
+    assert load_config(env).source == "redis"
+    assert_digest_matches(env, 1)
+    # ... and what was written is a good last-known-good: Redis gone, it is what loads.
+    fallback = load_config(unreachable(env))
+    assert (fallback.source, fallback.version, fallback.document) == ("last-known-good", 1,
+                                                                      DOCUMENT)
+
+
+def test_a_forged_digest_spares_a_write_but_the_file_is_still_refused_when_used(
+        env: Environment, redis_client: redis.Redis) -> None:
+    """Someone who rewrites the file and its digest alike fools the write check (it only spares
+    the SD card a write), never the fallback: the file is parsed and hash-checked when used."""
+    publish(redis_client, NS, DOCUMENT, source="test")
+    load_config(env)
+    path = Path(env.fallback_path)
+    data = json.loads(path.read_text())
+    data["config"]["base"]["task_time_limit"] = 1
+    path.write_text(json.dumps(data))
+    digest_path(path).write_text(canonical_json({
+        "format": DIGEST_FORMAT, "version": 1, "sha256": DOCUMENT.sha256,
+        "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
+    assert load_config(env).source == "redis"
+    assert load_config(unreachable(env)).source == "snapshot"  # the tampered file refused
+
+
+def test_a_new_version_writes_the_file_and_its_digest(env: Environment,
+                                                      redis_client: redis.Redis) -> None:
+    publish(redis_client, NS, DOCUMENT, source="test")
+    load_config(env)
+    publish(redis_client, NS, SNAPSHOT_DOCUMENT, source="test")
+    assert load_config(env).version == 2
+    recorded = json.loads(digest_path(env.fallback_path).read_text())
+    assert (recorded["version"], recorded["sha256"]) == (2, SNAPSHOT_DOCUMENT.sha256)
+    assert recorded["file_sha256"] == hashlib.sha256(
+        Path(env.fallback_path).read_bytes()).hexdigest()
