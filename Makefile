@@ -54,7 +54,7 @@ lint: install ## ruff, mypy, import contract, hadolint, shellcheck, actionlint
 	$(VENV)/bin/ruff check src tests bench config examples
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	find images tests -name Dockerfile -print0 | xargs -0 -r $(VENV)/bin/hadolint
+	find images tests examples -name Dockerfile -print0 | xargs -0 -r $(VENV)/bin/hadolint
 	find . -path ./$(VENV) -prune -o -name '*.sh' -print0 | xargs -0 -r $(VENV)/bin/shellcheck
 	$(VENV)/bin/shellcheck .ci/run images/python-base/celery-config-gate images/redis/redis-entrypoint \
 		images/redis/redis-admin images/redis/redis-cli-as tests/swarm_node/node-entrypoint
