@@ -21,9 +21,8 @@ import redis
 
 from celery_config_sync.redis_layout import publish
 from celery_config_sync.source import load_source
-from tests.conftest import SOURCE, RedisServer, require
+from tests.conftest import SOURCE, RedisServer
 from tests.figures import figure
-from tests.redis_process import redis_server_binary
 from tests.service_processes import Api, running, start_api
 
 pytestmark = pytest.mark.integration
@@ -171,20 +170,7 @@ def test_error_bodies_quote_only_an_excerpt_of_the_input(api: Api) -> None:
     assert response.status_code == 422 and len(response.content) < 300, response.text
 
 
-# ------------------------------------------------------------------ Redis paused, then gone
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test alone: it is paused and stopped."""
-    require(redis_server_binary() is not None, "redis-server is not installed")
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.process is not None:
-            os.kill(server.process.pid, signal.SIGCONT)
-        server.stop()
+# --------------------------------- Redis paused, then gone (own_redis: tests/conftest.py)
 
 
 def test_a_paused_redis_is_a_503_within_the_deadline_and_healthz_keeps_answering(

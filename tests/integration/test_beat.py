@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
@@ -28,8 +27,7 @@ from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.fleet import read_fleet
 from celery_config_sync.redis_layout import Keys, publish
 from celery_config_sync.source import load_source
-from tests.conftest import SOURCE, RedisServer, require
-from tests.redis_process import redis_server_binary
+from tests.conftest import SOURCE, RedisServer
 from tests.service_processes import Service, running, start_beat, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
@@ -61,13 +59,8 @@ def gaps(times: list[datetime]) -> list[float]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    require(redis_server_binary() is not None, "redis-server is not installed")
-    (tmp_path / "redis").mkdir()
-    own = RedisServer(tmp_path / "redis")
-    own.start()
-    yield own
-    own.stop()
+def server(own_redis: RedisServer) -> RedisServer:
+    return own_redis
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,10 @@ from celery_config_sync.redis_layout import publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer, require
 from tests.figures import figure
-from tests.redis_process import redis_server_binary
 from tests.service_processes import running, start_api
 
 pytestmark = pytest.mark.integration
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    require(redis_server_binary() is not None, "redis-server is not installed")
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.process is not None:
-            os.kill(server.process.pid, signal.SIGCONT)
-        server.stop()
 
 
 def test_the_page_never_overlaps_its_own_refreshes(own_redis: RedisServer,
