@@ -25,6 +25,6 @@ def parse_counter(raw: str | bytes | None) -> int | None:
     return value if value <= MAX_COUNTER else None
 
 
-def shown(text: str, limit: int = 40) -> str:
+def excerpt(text: str, limit: int = 40) -> str:
     """``text`` for an error line: its first ``limit`` characters, and its length if longer."""
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"

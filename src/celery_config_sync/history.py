@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from .codec import ConfigDocument
-from .counters import parse_counter, shown
+from .counters import excerpt, parse_counter
 from .errors import InvalidConfig, NotInHistory, is_wrong_type, wrong_type
 from .redis_layout import (
     DEFAULT_HISTORY,
@@ -134,7 +134,7 @@ def decode_entry(field: bytes, raw: bytes) -> HistoryEntry:
     size = record["bytes"]
     bytes_ = parse_counter(size)
     if bytes_ is None:
-        raise InvalidConfig(f"{where}.bytes", f"must be a size in bytes, got {shown(size)}")
+        raise InvalidConfig(f"{where}.bytes", f"must be a size in bytes, got {excerpt(size)}")
     return HistoryEntry(version=version, size=bytes_,
                         restart_required=tuple(k for k in record["restart_required"].split(",")
                                                if k),

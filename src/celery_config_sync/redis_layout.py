@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from .codec import ORDER_KEY, SECTIONS, ConfigDocument, canonical_json, ordered
-from .counters import parse_counter, shown
+from .counters import excerpt, parse_counter
 from .diffing import describe_change
 from .errors import InvalidConfig, NotPublished, is_wrong_type, wrong_type
 from .live_settings import describe
@@ -165,7 +165,7 @@ def publish(client: redis.Redis, namespace: str, document: ConfigDocument, *,
         current_sha, current_version = pipe.hget(keys.meta, "sha256"), pipe.get(keys.version)
         previous = parse_counter(current_version) if current_version is not None else 0
         if previous is None:
-            held = shown(current_version.decode(errors="replace"))
+            held = excerpt(current_version.decode(errors="replace"))
             raise InvalidConfig(keys.version, f"holds {held}, not a version counter: corrupt "
                                               "data")
         if not force and current_version is not None and current_sha == sha.encode():
@@ -416,7 +416,7 @@ def parse_version(where: str, text: str) -> int:
     alone accepts "²", which int() refuses)."""
     version = parse_counter(text)
     if version is None or version < 1:
-        raise InvalidConfig(where, f"must be an integer >= 1, got {shown(text)}")
+        raise InvalidConfig(where, f"must be an integer >= 1, got {excerpt(text)}")
     return version
 
 

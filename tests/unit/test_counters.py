@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from celery_config_sync.counters import MAX_COUNTER, parse_counter, shown
+from celery_config_sync.counters import MAX_COUNTER, excerpt, parse_counter
 
 
 @given(st.integers(min_value=0, max_value=MAX_COUNTER))
@@ -27,7 +27,7 @@ def test_what_is_not_a_counter() -> None:
         assert parse_counter(raw) is None, raw
 
 
-def test_shown_is_short_whatever_the_input() -> None:
-    assert shown("12") == "'12'"
-    long = shown("9" * 5000)
+def test_excerpt_is_short_whatever_the_input() -> None:
+    assert excerpt("12") == "'12'"
+    long = excerpt("9" * 5000)
     assert len(long) < 80 and "5000 characters" in long
