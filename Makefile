@@ -47,7 +47,7 @@ test-fast: install ## Tiers that need no engine: unit, integration (real redis-s
 
 .PHONY: test
 test: install bake ## Every tier: unit, integration, images (testinfra), e2e (compose stack)
-	$(PYTEST) tests
+	$(PYTEST) --durations=25 tests
 
 .PHONY: lint
 lint: install ## ruff, mypy, import contract, hadolint, shellcheck, actionlint
