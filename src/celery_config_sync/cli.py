@@ -19,6 +19,7 @@ from typing import Any
 import click
 import redis
 
+from .cli_tables import HISTORY, render_table, show_tables, status_tables
 from .codec import ConfigDocument
 from .connection import make_client, redacted
 from .diffing import diff
@@ -31,7 +32,6 @@ from .errors import (
     RedisUnavailable,
     SourceProblems,
     is_wrong_type,
-    one_line,
 )
 from .fallback_files import render, write_atomic
 from .history import list_history, read_version, rollback
@@ -195,7 +195,7 @@ def checked_source(ctx: Context, source: str, overlay: str | None, *,
     its import bounded by ``timeout`` seconds, its notices on stderr, one line each."""
     read = read_source(source, overlay, allow=ctx.env.allow_unsafe, timeout=timeout)
     for notice in read.notices:
-        click.echo(f"celery-config: notice: {one_line(notice)}", err=True)
+        click.echo(f"celery-config: notice: {shown(notice)}", err=True)
     return read
 
 
@@ -303,18 +303,7 @@ def show_command(ctx: Context, fmt: str) -> None:
                                **sections}, indent=2, sort_keys=True))
         return
     click.echo(f"version {published.version}  sha256 {published.sha256}")
-    click.echo("\nQUEUE                EXCHANGE (TYPE)                 ROUTING KEY")
-    for name, queue in sorted(sections["queues"].items()):
-        exchange = queue.get("exchange") or {}
-        click.echo(f"{name:<20} {exchange.get('name', '')} ({exchange.get('type', '')})"
-                   .ljust(53) + f" {queue.get('routing_key') or ''}")
-    click.echo("\nROUTE                              QUEUE")
-    for pattern, route in sorted(sections["routes"].items()):
-        extra = {k: v for k, v in route.items() if k != "queue"}
-        click.echo(f"{pattern:<34} {route.get('queue')}" + (f"  {extra}" if extra else ""))
-    click.echo("\nSETTING                            VALUE")
-    for setting, value in sorted(sections["base"].items()):
-        click.echo(f"{setting:<34} {json.dumps(value)}")
+    click.echo("\n".join(show_tables(sections)))
 
 
 @main.command("clear")
@@ -421,52 +410,17 @@ def status_command(ctx: Context, fmt: str, broker_url: str | None) -> None:
     finally:
         if broker is not None:
             broker.close()
-    version, sha256, fleet = report["version"], report["sha256"], report["fleet"]
-    change, published_error = report["change"], report["published_error"]
-    failing = [record for record in fleet if record["problems"]]
+    published_error = report["published_error"]
+    failing = [record for record in report["fleet"] if record["problems"]]
     if fmt == "json":
         click.echo(json.dumps(report))
     else:
-        click.echo(f"published version {version}  sha256 {shown(sha256[:12])}  "
-                   f"change {shown(change['kind'])}  by {shown(report['publisher'])}")
-        click.echo(f"\n{'SERVICE':<8} {'INSTANCE':<28} {'VERSION':>7} {'SHA256':<12} "
-                   f"{'SOURCE':<16} {'BEAT':>5}  STATE")
-        for record in fleet:
-            # Every field as stored by whoever wrote the record: escaped (terminal_text).
-            field = {key: shown(value) for key, value in record.items() if key != "problems"}
-            click.echo(f"{field.get('service', ''):<8} {field.get('instance', ''):<28} "
-                       f"{field.get('version', ''):>7} {field.get('sha256', '')[:12]:<12} "
-                       f"{field.get('source', ''):<16} "
-                       f"{field.get('heartbeat_age', '-')!s:>5}  "
-                       f"{shown('; '.join(record['problems'])) or 'in sync'}")
-        if not fleet:
-            click.echo("(no running instance reports to this namespace)")
-        if report["fleet_hidden"]:
-            click.echo(f"(and {report['fleet_hidden']} more instances, not shown)")
-        for reason, count in sorted(report["fleet_skipped"].items()):
-            click.echo(f"(skipped {count} record(s) under the fleet's prefix: {reason})")
-        _echo_queues(report["queues"])
+        click.echo("\n".join(status_tables(report)))
     if published_error:  # the report is printed, and the contract's line and code follow
         raise Failure(f"published content is invalid: {published_error}",
                       InvalidConfig.exit_code)
     if failing or report["unconsumed_queues"]:
         sys.exit(1)
-
-
-def _echo_queues(queues: list[dict[str, Any]]) -> None:
-    """status's queue table: consumers, depth, and what sends to each unconsumed queue."""
-    if not queues:
-        return
-    click.echo(f"\n{'QUEUE':<24} {'CONSUMERS':>9} {'WAITING':>7}  STATE")
-    for queue in queues:
-        consumers = f"{queue['consumers']}" + (f"+{queue['unknown']}?" if queue["unknown"] else "")
-        waiting = "-" if queue["depth"] is None else queue["depth"]
-        state = queue["state"]
-        if state == "no consumer":
-            senders = queue["senders"]
-            more = f" and {len(senders) - 3} more" if len(senders) > 3 else ""
-            state = f"NO CONSUMER (sent to by {', '.join(senders[:3])}{more})"
-        click.echo(f"{queue['name']:<24} {consumers:>9} {waiting!s:>7}  {state}")
 
 
 @main.command("history")
@@ -482,14 +436,7 @@ def history_command(ctx: Context, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps([entry.as_dict() for entry in entries]))
         return
-    click.echo(f"{'VERSION':>7} {'SHA256':<12} {'PUBLISHED_AT':<25} {'PUBLISHER':<20} "
-               f"{'SOURCE':<28} {'CHANGE':<16} SUMMARY")
-    for entry in entries:
-        # Read from Redis: escaped, so that no control sequence reaches the terminal.
-        click.echo(f"{entry.version:>7} {shown(entry.sha256)[:12]:<12} "
-                   f"{shown(entry.published_at):<25} {shown(entry.publisher):<20} "
-                   f"{shown(entry.source):<28} {shown(entry.change):<16} "
-                   f"{shown(entry.summary)}")
+    click.echo("\n".join(render_table(HISTORY, [entry.as_dict() for entry in entries])))
 
 
 @main.command("rollback")

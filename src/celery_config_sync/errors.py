@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import redis
 
+from .terminal_text import shown
+
 
 class CeleryConfigError(Exception):
     """Base class: a one-line, user-facing message and the exit code it maps to."""
@@ -24,15 +26,7 @@ class InvalidConfig(CeleryConfigError):
         self.problem = problem
         # One line, whatever the names in it hold: a key read from Redis may contain a newline
         # or a terminal escape; shown escaped (\n, \x1b), never as what it would do.
-        super().__init__(one_line(f"{key}: {problem}"))
-
-
-_CONTROL = {code: ascii(chr(code))[1:-1] for code in (*range(0x20), 0x7F)}
-
-
-def one_line(text: str) -> str:
-    """``text`` with every control character shown as its escape (``\n``, ``\x1b``)."""
-    return text.translate(_CONTROL)
+        super().__init__(shown(f"{key}: {problem}"))
 
 
 class SourceError(CeleryConfigError):
@@ -52,7 +46,7 @@ class SourceProblems(CeleryConfigError):
         self.problems = problems
         # One problem is its own line (the one-line contract); more are listed, then counted.
         super().__init__(str(problems[0]) if len(problems) == 1 else
-                         f"{len(problems)} problems in {one_line(source)}: nothing published")
+                         f"{len(problems)} problems in {shown(source)}: nothing published")
 
     def lines(self) -> list[str]:
         """The lines before the summary (none when the message is the one problem)."""
