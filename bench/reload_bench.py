@@ -44,15 +44,9 @@ from kombu.entity import Exchange, Queue
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.polling import wait_for  # noqa: E402
 from tests.redis_process import RedisServer  # noqa: E402
-from tests.service_processes import (  # noqa: E402
-    Api,
-    Service,
-    start_api,
-    start_beat,
-    start_worker,
-    wait_for,
-)
+from tests.service_processes import Api, Service, start_api, start_beat, start_worker  # noqa: E402
 
 from celery_config_sync.codec import ConfigDocument, queue_to_dict  # noqa: E402
 from celery_config_sync.connection import make_client  # noqa: E402

@@ -35,7 +35,8 @@ import docker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.compose_stack import Stack, demo_tasks, parse_docker_time, wait_until  # noqa: E402
+from tests.compose_stack import Stack, demo_tasks, parse_docker_time  # noqa: E402
+from tests.polling import wait_until  # noqa: E402
 from tests.redis_process import free_port  # noqa: E402
 
 MB = 10**6

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.compose_stack import wait_until  # noqa: E402
+from tests.polling import wait_until  # noqa: E402
 from tests.redis_process import free_port  # noqa: E402
 from tests.swarm_cluster import (  # noqa: E402
     Cluster,

@@ -14,13 +14,13 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+from tests.api_client import ApiEndpoint
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = os.environ.get("REGISTRY", "localhost:5000")
@@ -61,15 +61,6 @@ def parse_docker_time(text: str) -> datetime:
     return datetime.fromisoformat(f"{head}.{((fraction or '') + '000000')[:6]}{zone}")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
 def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
                             check=False)
@@ -80,7 +71,7 @@ def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
 
 
 @dataclass
-class Stack:
+class Stack(ApiEndpoint):
     """One compose project of compose/compose.yaml, profile rpi (or dev: its services are
     the rpi ones with a -dev suffix, the API on API_DEV_PORT). Services are named as rpi's."""
 
@@ -109,11 +100,6 @@ class Stack:
     def token(self) -> str:
         """The API's bearer token (the api-token secret, made with the passwords)."""
         return (self.secrets / "api-token").read_text().strip()
-
-    @property
-    def auth(self) -> dict[str, str]:
-        """The header the task endpoints require (README, "The API on a network")."""
-        return {"Authorization": f"Bearer {self.token}"}
 
     # ------------------------------------------------------------------ compose and docker
     def environ(self, **extra: str) -> dict[str, str]:
@@ -173,59 +159,15 @@ class Stack:
         return str(state.get("Health", {}).get("Status", "none"))
 
     # ------------------------------------------------------------------------------ the API
+    # Its containers are recreated under some tests: a new connection per request.
+    keep_alive = False
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def readyz(self, timeout: float = 5) -> dict[str, Any] | None:
-        """/readyz's body when it says ready, else None (also when nothing answers)."""
-        try:
-            response = httpx.get(f"{self.url}/readyz", timeout=timeout)
-        except httpx.HTTPError:
-            return None
-        if response.status_code != 200:
-            return None
-        body: dict[str, Any] = response.json()
-        return body if body.get("ready") else None
-
-    def wait_ready(self, timeout: float) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-
-        def ready() -> bool:
-            body = self.readyz()
-            if body:
-                found.update(body)
-            return bool(body)
-
-        wait_until(ready, timeout, f"{self.url}/readyz\n{self.logs()}", interval=0.1)
-        return found
-
-    def enqueue(self, task: str) -> dict[str, Any]:
-        response = httpx.post(f"{self.url}/tasks/{task}", json={}, headers=self.auth,
-                              timeout=30)
-        assert response.status_code == 202, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def result(self, task_id: str, timeout: float) -> dict[str, Any]:
-        """The task's status once it left PENDING/STARTED; transient errors retried."""
-        last: dict[str, Any] = {}
-
-        def done() -> bool:
-            try:
-                response = httpx.get(f"{self.url}/tasks/{task_id}", headers=self.auth,
-                                     timeout=10)
-            except httpx.HTTPError:
-                return False
-            if response.status_code != 200:
-                return False
-            last.clear()
-            last.update(response.json())
-            return last.get("state") in ("SUCCESS", "FAILURE")
-
-        wait_until(done, timeout, f"task {task_id} to finish (last: {last})\n{self.logs()}",
-                   interval=0.2)
-        return last
+    def context(self) -> str:
+        return self.logs()
 
     def start_without_redis(self, wait: float) -> tuple[float, float, dict[str, Any]]:
         """(Re)create worker and api alone (redis stopped by the caller) with the gate waiting

@@ -9,31 +9,19 @@ import re
 import secrets
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from tests.api_client import ApiEndpoint
+from tests.polling import wait_for
 from tests.redis_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -122,46 +110,18 @@ def start_beat(redis_url: str, workdir: Path, *args: str, name: str = "beat",
 
 
 @dataclass
-class Api(Service):
+class Api(Service, ApiEndpoint):
     port: int = 0
     # The bearer token of its CELERY_CONFIG_API_TOKEN_FILE (None: started without one), sent
     # by ``client`` on every request.
     token: str | None = None
 
-    http: httpx.Client | None = None  # one kept-alive client: polling must not load the CPU
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def client(self) -> httpx.Client:
-        if self.http is None:
-            self.http = httpx.Client(base_url=self.url, timeout=10, headers=self.auth)
-        return self.http
-
-    def get(self, path: str) -> Any:
-        return self.client.get(path).json()
-
-    def enqueue(self, task: str, expect: int = 202, **body: Any) -> dict[str, Any]:
-        response = self.client.post(f"/tasks/{task}", json=body)
-        assert response.status_code == expect, response.text
-        result: dict[str, Any] = response.json()
-        return result
-
-    def result(self, task_id: str, timeout: float = 30,
-               path: str = "/tasks/{}") -> dict[str, Any]:
-        """The task's body once it succeeded or failed (``path``: the app's result route)."""
-        def done() -> dict[str, Any] | None:
-            body: dict[str, Any] = self.get(path.format(task_id))
-            return body if body["state"] in ("SUCCESS", "FAILURE") else None
-
-        found: dict[str, Any] = wait_for(done, timeout, f"task {task_id}", interval=0.05)
-        return found
+    def context(self) -> str:
+        return self.log()[-3000:]
 
 
 def start_api(redis_url: str, workdir: Path, *, name: str = "api",
@@ -185,7 +145,7 @@ def start_api(redis_url: str, workdir: Path, *, name: str = "api",
         if process.poll() is not None:
             raise AssertionError(f"the API exited\n{api.log()[-3000:]}")
         try:
-            return httpx.get(api.url + "/readyz", timeout=1).status_code == 200
+            return api.client.get("/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 

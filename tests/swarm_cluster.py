@@ -43,8 +43,8 @@ from tests.compose_stack import (
     Stack,
     docker,
     image_ref,
-    wait_until,
 )
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = COMPOSE_FILE.parent

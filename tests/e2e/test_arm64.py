@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from celery_config_sync.source import load_source
-from tests.compose_stack import Stack, docker, image_ref, wait_until
+from tests.compose_stack import Stack, docker, image_ref
 from tests.conftest import SOURCE, require
 from tests.e2e.conftest import MEASUREMENTS, make_stack, up_measured
 from tests.e2e.live_sources import WITH_REPORTS, publish_from, source_dir, starts
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 

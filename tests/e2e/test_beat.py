@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 
 from celery_config_sync.source import load_source
-from tests.compose_stack import Stack, docker, parse_docker_time, wait_until
+from tests.compose_stack import Stack, docker, parse_docker_time
 from tests.conftest import SOURCE
 from tests.e2e.conftest import MEASUREMENTS, NAMESPACE, make_stack
 from tests.e2e.live_sources import document_of, fleet_status, publish_from, source_dir
 from tests.figures import show
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.compose_stack import REGISTRY, TAG, Stack, containers_of, docker, wait_until
+from tests.compose_stack import REGISTRY, TAG, Stack, containers_of, docker
 from tests.conftest import ROOT, free_port, require
 from tests.e2e.conftest import MEASUREMENTS
 from tests.e2e.live_sources import fleet_status
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
-from tests.compose_stack import COMPOSE_FILE, Stack, docker, image_ref, wait_until
+from tests.compose_stack import COMPOSE_FILE, Stack, docker, image_ref
 from tests.e2e.conftest import MEASUREMENTS, NAMESPACE, make_stack
 from tests.e2e.live_sources import document_of, fleet_status, publish_from, source_dir
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.compose_stack import Stack, wait_until
+from tests.compose_stack import Stack
 from tests.e2e.conftest import MEASUREMENTS, make_stack
 from tests.e2e.live_sources import (
     WITH_REPORTS,
@@ -27,6 +27,7 @@ from tests.e2e.live_sources import (
     starts,
 )
 from tests.figures import show
+from tests.polling import wait_until
 from tests.prometheus_text import Samples, labels_of, parse, value
 
 pytestmark = pytest.mark.e2e

@@ -20,14 +20,7 @@ import pytest
 
 from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.source import load_source
-from tests.compose_stack import (
-    Stack,
-    containers_of,
-    demo_tasks,
-    docker,
-    parse_docker_time,
-    wait_until,
-)
+from tests.compose_stack import Stack, containers_of, demo_tasks, docker, parse_docker_time
 from tests.conftest import ROOT, SOURCE
 from tests.e2e.conftest import (
     MEASUREMENTS,
@@ -38,6 +31,7 @@ from tests.e2e.conftest import (
     up_measured,
 )
 from tests.figures import show
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -28,11 +28,12 @@ import pytest
 import yaml
 
 from celery_config_sync.source import load_source
-from tests.compose_stack import COMPOSE_FILE, TLS_FILE, demo_tasks, docker, wait_until
+from tests.compose_stack import COMPOSE_FILE, TLS_FILE, demo_tasks, docker
 from tests.conftest import SOURCE, free_port, require
 from tests.e2e.conftest import MEASUREMENTS
 from tests.e2e.live_sources import WITH_REPORTS, document_of, source_dir
 from tests.figures import show
+from tests.polling import wait_until
 from tests.swarm_cluster import (
     REDIS_LABEL,
     STACK_FILES,

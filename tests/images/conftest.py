@@ -20,8 +20,9 @@ import pytest
 import testinfra
 from docker.models.containers import Container
 
-from tests.compose_stack import IMAGES, MAKE_SECRETS, image_ref, wait_until
+from tests.compose_stack import IMAGES, MAKE_SECRETS, image_ref
 from tests.conftest import require
+from tests.polling import wait_until
 
 __all__ = ["IMAGES", "PYTHON_IMAGES", "Stack", "health", "image_ref", "wait_until"]
 

@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.figures import figure
-from tests.images.conftest import Stack, health, wait_until
+from tests.images.conftest import Stack, health
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.images
 # docker's grace between SIGTERM and SIGKILL in the stop case: a clean stop is exit 0 whatever

@@ -28,7 +28,8 @@ from celery_config_sync.fleet import read_fleet
 from celery_config_sync.redis_layout import Keys, publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer
-from tests.service_processes import Service, running, start_beat, start_worker, wait_for
+from tests.polling import wait_for
+from tests.service_processes import Service, running, start_beat, start_worker
 
 pytestmark = pytest.mark.integration
 NS = "celery_config"

@@ -19,16 +19,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, RedisServer, require
+from tests.polling import wait_for
 from tests.redis_process import redis_server_binary
-from tests.service_processes import (
-    Api,
-    Service,
-    running,
-    start_api,
-    start_beat,
-    start_worker,
-    wait_for,
-)
+from tests.service_processes import Api, Service, running, start_api, start_beat, start_worker
 
 pytestmark = pytest.mark.integration
 EXAMPLE = ROOT / "examples" / "orders"

@@ -40,8 +40,9 @@ from celery_config_sync.fleet import record_key
 from celery_config_sync.redis_layout import Keys, publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer, free_port
+from tests.polling import wait_for
 from tests.prometheus_text import parse, value
-from tests.service_processes import Service, running, service_environment, start_api, wait_for
+from tests.service_processes import Service, running, service_environment, start_api
 
 pytestmark = pytest.mark.integration
 NS = "celery_config"

@@ -21,8 +21,9 @@ from celery_config_sync.fleet import record_key
 from celery_config_sync.redis_layout import Keys, publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer, require
+from tests.polling import wait_for
 from tests.redis_process import redis_server_binary
-from tests.service_processes import Api, start_api, wait_for
+from tests.service_processes import Api, start_api
 
 pytestmark = pytest.mark.integration
 NS = "celery_config"

@@ -27,8 +27,9 @@ from celery_config_sync.redis_layout import Keys, publish
 from celery_config_sync.source import load_source
 from tests.conftest import ROOT, SOURCE, RedisServer, require
 from tests.figures import figure
+from tests.polling import wait_for
 from tests.redis_process import redis_server_binary
-from tests.service_processes import Api, Service, start_api, start_worker, wait_for
+from tests.service_processes import Api, Service, start_api, start_worker
 from tests.tamper import reseal
 
 pytestmark = pytest.mark.integration

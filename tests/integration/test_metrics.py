@@ -26,8 +26,9 @@ from celery_config_sync.redis_layout import Keys, publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer, free_port
 from tests.figures import figure
+from tests.polling import wait_for
 from tests.prometheus_text import Samples, parse, value
-from tests.service_processes import start_api, start_worker, wait_for
+from tests.service_processes import start_api, start_worker
 from tests.tamper import reseal
 
 pytestmark = pytest.mark.integration

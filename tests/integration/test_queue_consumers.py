@@ -31,9 +31,10 @@ from celery_config_sync.redis_layout import publish
 from celery_config_sync.source import load_source
 from tests.conftest import ROOT, SOURCE, RedisServer, require
 from tests.figures import figure
+from tests.polling import wait_for
 from tests.prometheus_text import parse, value
 from tests.redis_process import free_port, redis_server_binary
-from tests.service_processes import Api, Service, start_api, start_worker, wait_for
+from tests.service_processes import Api, Service, start_api, start_worker
 
 pytestmark = pytest.mark.integration
 V1 = load_source(str(SOURCE), "rpi")

@@ -27,8 +27,9 @@ from tests.conftest import ROOT, SOURCE, require
 from tests.figures import figure
 from tests.integration.test_cli import error_line, run
 from tests.integration.test_live_reload import with_reports
+from tests.polling import wait_for
 from tests.redis_process import ROLES, AclRedis, free_port, redis_server_binary, start_acl_redis
-from tests.service_processes import running, start_api, start_beat, start_worker, wait_for
+from tests.service_processes import running, start_api, start_beat, start_worker
 
 pytestmark = pytest.mark.integration
 NS = "celery_config"
