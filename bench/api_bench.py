@@ -23,7 +23,10 @@ kept-alive connection of its own (http.client: the client's cost kept small and 
 rotating blocks (round r starts with the r-th variant). Each figure is the median of every
 call with its spread (the interquartile range, the range of the per-block medians); a ratio is
 that of the medians, with the range of the same ratio taken round by round. Also shown: Redis
-commands per request (INFO commandstats; the API's watcher and heartbeat included).
+commands per request (INFO commandstats; the API's watcher and heartbeat included), each
+server's CPU time per request (/proc: user + system, every thread; blocks of 100 requests in
+rotating order; less sensitive than wall time to the machine's other load), and the RSS of
+both after the requests (the peer imports redis-py at its first send).
 
 Targets (issue 20): ``POST /tasks/{name}`` p50 <= 1.05x the peer; start to ready <= 1.10x;
 idle RSS right after start <= 1.10x.
@@ -35,6 +38,7 @@ import argparse
 import functools
 import http.client
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -113,6 +117,32 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` (its threads included) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(servers: dict[str, Server], headers: dict[str, str], rounds: int,
+                    per_block: int) -> dict[str, Measured]:
+    """Each server's CPU seconds per request over blocks of ``per_block`` requests (rotating
+    order): less sensitive than wall time to what else the machine runs, and the server's whole
+    work (event loop, thread pool, the watcher's and heartbeat's threads) counted."""
+    names = list(servers)
+    results = {name: Measured([], []) for name in names}
+    for round_index in range(rounds):
+        first = round_index % len(names)
+        for name in names[first:] + names[:first]:
+            server = servers[name]
+            before = cpu_seconds(server.process.pid)
+            for _ in range(per_block):
+                server.post(headers)
+            value = (cpu_seconds(server.process.pid) - before) / per_block
+            results[name].samples.append(value)
+            results[name].blocks.append(value)
+    return results
+
+
 def start(name: str, env: dict[str, str], work: Path) -> tuple[Server, float, int]:
     """``name``'s server started; the seconds from its start to its first ready answer, and
     its RSS then."""
@@ -181,6 +211,8 @@ def main() -> None:
                         help="starts of each app (start to ready, RSS)")
     parser.add_argument("--rounds", type=int, default=12, help="rounds of request blocks")
     parser.add_argument("--per-block", type=int, default=25, help="requests per block")
+    parser.add_argument("--cpu-rounds", type=int, default=6,
+                        help="blocks of 100 requests per app for the server's CPU per request")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         work = Path(workdir)
@@ -214,11 +246,19 @@ def run(args: argparse.Namespace, env: dict[str, str], work: Path, token: str,
         name: functools.partial(kept[name].post, headers) for name in APPS}
     requests = measure(table, args.rounds, args.per_block)
     commands = {name: commands_per_call(admin, fn, 20) for name, fn in table.items()}
+    cpu = cpu_per_request(kept, headers, args.cpu_rounds, 100)
     show(f"start to ready: {args.start_rounds} starts of each", "ms", 1e3, seconds)
     show(f"idle RSS right after start: {args.start_rounds} starts of each", "MB", 1e-6, memory)
     show(f"POST /tasks/{TASK}: {args.rounds} rounds x {args.per_block} requests per variant "
          "(Redis commands per request at the right)", "ms", 1e3, requests,
          lambda name: f" {commands[name]:>6.1f}")
+    show(f"server CPU per request: {args.cpu_rounds} blocks of 100 requests each "
+         "(user + system, all threads)", "ms", 1e3, cpu)
+    # The peer imports redis-py (about 6 MB here) at its first send, ours before it is ready.
+    print("RSS after the requests: " + ", ".join(
+        f"{name} {rss_bytes(server.process.pid) / 1e6:.2f} MB" for name, server in kept.items()))
+    value, low, high = ratio(cpu, "ours", "peer")
+    print(f"  server CPU per request: ours / peer: {value:.3f}x ({low:.3f}-{high:.3f})")
     return [target("POST /tasks/{name} p50", requests, 1.05),
             target("start to ready, p50", seconds, 1.10),
             target("idle RSS right after start, p50", memory, 1.10)]
