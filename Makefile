@@ -61,10 +61,11 @@ lint: install ## ruff, mypy, import contract, hadolint, shellcheck, actionlint
 	$(VENV)/bin/actionlint
 
 .PHONY: bench
-bench: install ## Load benchmark (and the image/stack reports when images exist)
+bench: install ## Load, reload, TLS and API benchmarks (the API's: ours vs a minimal FastAPI peer, ~20 s)
 	$(PY) bench/load_bench.py
 	$(PY) bench/reload_bench.py
 	$(PY) bench/tls_bench.py
+	$(PY) bench/api_bench.py
 
 # Not in `make reports`: about 4-5 minutes on a 2-core machine (12 worker runs of 3000 tasks).
 .PHONY: integration-bench

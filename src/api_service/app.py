@@ -39,15 +39,14 @@ app = FastAPIOffline(title="celery-config-sync API",
 # Host names, body size, short error bodies, 503 when Redis does not answer (README, "The API on
 # a network"); the task endpoints below also require the token (TaskAccess).
 protect(app)
-app.include_router(config_router(celery, service="api"))
 
 
-@app.get("/", include_in_schema=False)
-def root() -> RedirectResponse:
-    return RedirectResponse("health")
-
-
-@app.post("/tasks/{name}", status_code=202, dependencies=[TaskAccess])
+# response_model=None on the task endpoints: their bodies are built here, from values of known
+# types, so FastAPI's validation of them would check nothing, and for a sync endpoint it runs
+# in the thread pool: a second hop per request (issue 20). One hop remains: the endpoint itself,
+# whose send_task blocks on Redis and must stay off the event loop (the probes answer there).
+# They come before the configuration router's routes: Starlette tries routes in order.
+@app.post("/tasks/{name}", status_code=202, dependencies=[TaskAccess], response_model=None)
 def enqueue(name: str, applied: AppliedConfig,
             payload: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
     """Send task ``name`` (a route for it must exist) with ``{"args": [...], "kwargs": {...}}``."""
@@ -62,13 +61,15 @@ def enqueue(name: str, applied: AppliedConfig,
         raise HTTPException(422, "body must be {\"args\": [...], \"kwargs\": {...}}")
     queue = applied.routing.route(name, args, kwargs)["queue"].name
     result = celery.send_task(name, args=args, kwargs=kwargs)  # app.amqp routes it live
-    log.info("enqueued %s (%s) on queue %s by configuration version %d", name, result.id, queue,
-             applied.loaded.version)
+    # DEBUG: uvicorn's access line already records every request; this one costs a record only
+    # when asked for (logging returns at its cached level check otherwise).
+    log.debug("enqueued %s (%s) on queue %s by configuration version %d", name, result.id, queue,
+              applied.loaded.version)
     return {"id": result.id, "name": name, "queue": queue,
             "config_version": applied.loaded.version}
 
 
-@app.get("/tasks/{task_id}", dependencies=[TaskAccess])
+@app.get("/tasks/{task_id}", dependencies=[TaskAccess], response_model=None)
 def task_status(task_id: str) -> dict[str, Any]:
     if len(task_id) > MAX_TASK_ID:
         raise HTTPException(422, f"invalid task id {task_id[:64]!r}")
@@ -79,3 +80,11 @@ def task_status(task_id: str) -> dict[str, Any]:
     elif result.failed():
         body["error"] = repr(result.result)
     return body
+
+
+app.include_router(config_router(celery, service="api"))
+
+
+@app.get("/", include_in_schema=False)
+def root() -> RedirectResponse:
+    return RedirectResponse("health")

@@ -188,22 +188,33 @@ class RequestGuard:
         if self.error is not None:
             await _answer(send, 503, f"misconfigured: {self.error}")
             return
-        headers = {key.decode("latin-1").lower(): value.decode("latin-1")
-                   for key, value in scope.get("headers", ())}
+        host, length = _host_and_length(scope.get("headers", ()))
         # The probes answer any Host: an orchestrator probes the container's address (a
         # Kubernetes httpGet sends the pod's IP), and they tell nothing worth a rebinding.
         probe = scope["method"] == "GET" and scope["path"].endswith(PROBES)
-        if not probe and not self.security.host_allowed(headers.get("host")):
-            await _answer(send, 400, f"host not allowed: {excerpt(headers.get('host', ''))}; "
+        if not probe and not self.security.host_allowed(host):
+            await _answer(send, 400, f"host not allowed: {excerpt(host or '')}; "
                                      "see CELERY_CONFIG_API_ALLOWED_HOSTS")
             return
         limit = self.security.max_body_bytes
-        length = headers.get("content-length")
         if length is not None and (not length.strip().isdigit() or int(length) > limit):
             await _answer(send, 413, f"request body larger than {limit} bytes")
             return
         body = _BoundedBody(receive, send, limit)
         await self.app(scope, body.receive, body.send)
+
+
+def _host_and_length(headers: Any) -> tuple[str | None, str | None]:
+    """The Host and Content-Length headers of an ASGI scope's list (the last of each, as a
+    dict of them would keep), decoded; the others are not decoded at all (every request)."""
+    host = length = None
+    for key, value in headers:
+        name = key.lower()  # servers send lowercase names; an ASGI app may not
+        if name == b"host":
+            host = value.decode("latin-1")
+        elif name == b"content-length":
+            length = value.decode("latin-1")
+    return host, length
 
 
 class _BoundedBody:

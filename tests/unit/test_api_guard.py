@@ -14,6 +14,7 @@ from celery_config_sync.api_guard import (
     ApiSecurity,
     FailedAttempts,
     _digest,
+    _host_and_length,
     excerpt,
     host_name,
 )
@@ -24,6 +25,20 @@ from celery_config_sync.terminal_text import shown
 
 LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
 HOSTNAME = st.lists(LABEL, min_size=1, max_size=4).map(".".join)
+
+
+HEADER_NAME = st.sampled_from([b"host", b"Host", b"content-length", b"Content-Length",
+                                b"authorization", b"content-type", b"x-host"])
+HEADERS = st.lists(st.tuples(HEADER_NAME, st.binary(max_size=30)), max_size=8)
+
+
+@given(HEADERS)
+def test_the_guard_reads_host_and_length_as_a_dict_of_every_header_would(
+        headers: list[tuple[bytes, bytes]]) -> None:
+    """The guard decodes two headers only (issue 20), and finds what decoding them all into a
+    dict (names lowercased, the last one of a name kept) found."""
+    every = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in headers}
+    assert _host_and_length(headers) == (every.get("host"), every.get("content-length"))
 
 
 @given(st.text())

@@ -1,0 +1,268 @@
+"""Benchmark: the demo API against the minimal FastAPI peer, side by side in one run.
+
+Printed, never asserted (these machines are noisy). One redis-server of its own with the demo
+configuration published (config/celery/source.py, rpi overlay), two apps served the way the api
+image serves its app (``uvicorn --host ... --port ...``, the app named by ``UVICORN_APP``,
+uvicorn's defaults: h11, asyncio, its access log at INFO), with the same environment:
+
+  ours   src/api_service/app.py on celery_config_sync.fastapi: the configuration loaded from
+         Redis in its lifespan, the bearer token of CELERY_CONFIG_API_TOKEN_FILE, JSON only,
+         the Host check and body limit (protect), the task slots, live routing in send_task
+  peer   bench/apps/fastapi_peer.py: a plain Celery app with the same settings and one
+         ``POST /tasks/{name}`` doing ``send_task``, as FastAPI's tutorial writes it. No token
+         check: a minimal app has none, so issue 18's security is ours to carry within the
+         target (the request sends the token and JSON to both; the peer ignores the token)
+
+Start-up: each round starts both (in turn, the round's first alternating), each alone on the
+machine: from the process started to the first 200 of ``GET /readyz`` (polled every 5 ms on a
+new connection), then its RSS (VmRSS of the uvicorn process) right then, idle; then stops it.
+The last round's pair stays up for the requests.
+
+Requests: ``POST /tasks/scan.discovery`` with ``{"args": [], "kwargs": {}}``, each app on a
+kept-alive connection of its own (http.client: the client's cost kept small and equal), in
+rotating blocks (round r starts with the r-th variant). Each figure is the median of every
+call with its spread (the interquartile range, the range of the per-block medians); a ratio is
+that of the medians, with the range of the same ratio taken round by round. Also shown: Redis
+commands per request (INFO commandstats; the API's watcher and heartbeat included), each
+server's CPU time per request (/proc: user + system, every thread; blocks of 100 requests in
+rotating order; less sensitive than wall time to the machine's other load), and the RSS of
+both after the requests (the peer imports redis-py at its first send).
+
+Targets (issue 20): ``POST /tasks/{name}`` p50 <= 1.05x the peer; start to ready <= 1.10x;
+idle RSS right after start <= 1.10x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.client
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.redis_process import RedisServer, free_port  # noqa: E402
+from tests.service_processes import service_environment  # noqa: E402
+
+from bench.load_bench import Measured, commands_per_call, measure, ratio  # noqa: E402
+from celery_config_sync.redis_layout import publish  # noqa: E402
+from celery_config_sync.source import load_source  # noqa: E402
+
+UVICORN = Path(sys.executable).parent / "uvicorn"
+APPS = {"ours": "api_service.app:app", "peer": "bench.apps.fastapi_peer:app"}
+TASK = "scan.discovery"  # routed by the source to queue "scan"
+BODY = json.dumps({"args": [], "kwargs": {}}).encode()
+NAMESPACE = "celery_config"
+READY_POLL = 0.005  # seconds between two GET /readyz while a server starts
+
+
+@dataclass
+class Server:
+    """One uvicorn process serving one of APPS, and a kept-alive connection to it."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    connection: http.client.HTTPConnection | None = None
+
+    def post(self, headers: dict[str, str]) -> None:
+        if self.connection is None:
+            self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        self.connection.request("POST", f"/tasks/{TASK}", body=BODY, headers=headers)
+        response = self.connection.getresponse()
+        body = response.read()
+        if response.status != 202:
+            sys.exit(f"{self.name}: POST /tasks/{TASK} answered {response.status}: "
+                     f"{body[:200]!r}")
+
+    def stop(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def ready(port: int) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        connection.request("GET", "/readyz")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` (its threads included) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(servers: dict[str, Server], headers: dict[str, str], rounds: int,
+                    per_block: int) -> dict[str, Measured]:
+    """Each server's CPU seconds per request over blocks of ``per_block`` requests (rotating
+    order): less sensitive than wall time to what else the machine runs, and the server's whole
+    work (event loop, thread pool, the watcher's and heartbeat's threads) counted."""
+    names = list(servers)
+    results = {name: Measured([], []) for name in names}
+    for round_index in range(rounds):
+        first = round_index % len(names)
+        for name in names[first:] + names[:first]:
+            server = servers[name]
+            before = cpu_seconds(server.process.pid)
+            for _ in range(per_block):
+                server.post(headers)
+            value = (cpu_seconds(server.process.pid) - before) / per_block
+            results[name].samples.append(value)
+            results[name].blocks.append(value)
+    return results
+
+
+def start(name: str, env: dict[str, str], work: Path) -> tuple[Server, float, int]:
+    """``name``'s server started; the seconds from its start to its first ready answer, and
+    its RSS then."""
+    port = free_port()
+    log = work / f"{name}.log"
+    with log.open("ab") as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [str(UVICORN), "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+            env={**env, "UVICORN_APP": APPS[name]}, stdout=output, stderr=subprocess.STDOUT)
+    server = Server(name, process, port, log)
+    deadline = started + 60
+    while not ready(port):
+        if process.poll() is not None or time.perf_counter() > deadline:
+            server.stop()
+            sys.exit(f"{name} did not start: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(READY_POLL)
+    elapsed = time.perf_counter() - started
+    return server, elapsed, rss_bytes(process.pid)
+
+
+def start_up(env: dict[str, str], work: Path, rounds: int
+             ) -> tuple[dict[str, Measured], dict[str, Measured], dict[str, Server]]:
+    """Start-to-ready seconds and RSS bytes, one sample per round and variant (so each round's
+    "block" is that sample); the last round's servers, still running."""
+    names = list(APPS)
+    seconds = {name: Measured([], []) for name in names}
+    memory = {name: Measured([], []) for name in names}
+    kept: dict[str, Server] = {}
+    for round_index in range(rounds):
+        first = round_index % len(names)
+        for name in names[first:] + names[:first]:
+            server, elapsed, rss = start(name, env, work)
+            for table, value in ((seconds, elapsed), (memory, float(rss))):
+                table[name].samples.append(value)
+                table[name].blocks.append(value)
+            if round_index == rounds - 1:
+                kept[name] = server
+            else:
+                server.stop()
+    return seconds, memory, kept
+
+
+def show(title: str, unit: str, scale: float, results: dict[str, Measured],
+         extra: Callable[[str], str] = lambda _: "") -> None:
+    print(f"\n== {title}")
+    print(f"{'variant':<8} {f'p50 {unit}':>10} {f'p25-p75 {unit}':>19} "
+          f"{f'block p50s {unit}':>19}")
+    for name, measured in results.items():
+        low, high = (measured.quartiles() if len(measured.samples) > 1
+                     else (measured.p50, measured.p50))
+        print(f"{name:<8} {measured.p50 * scale:>10.2f} {low * scale:>9.2f}-{high * scale:<9.2f} "
+              f"{min(measured.blocks) * scale:>9.2f}-{max(measured.blocks) * scale:<9.2f}"
+              f"{extra(name)}")
+
+
+def target(what: str, results: dict[str, Measured], limit: float) -> str:
+    value, low, high = ratio(results, "ours", "peer")
+    return (f"  {what}: ours / peer: {value:.3f}x ({low:.3f}-{high:.3f})   "
+            f"target <= {limit}x: {'met' if value <= limit else 'MISSED'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--start-rounds", type=int, default=5,
+                        help="starts of each app (start to ready, RSS)")
+    parser.add_argument("--rounds", type=int, default=12, help="rounds of request blocks")
+    parser.add_argument("--per-block", type=int, default=25, help="requests per block")
+    parser.add_argument("--cpu-rounds", type=int, default=6,
+                        help="blocks of 100 requests per app for the server's CPU per request")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        work = Path(workdir)
+        server = RedisServer(work)
+        server.start()
+        running: dict[str, Server] = {}
+        try:
+            admin = server.client()
+            publish(admin, NAMESPACE, load_source(str(ROOT / "config" / "celery" / "source.py"),
+                                                  "rpi"), source="bench")
+            token = secrets.token_urlsafe(32)
+            (work / "token").write_text(token + "\n")
+            env = service_environment(server.url, work,
+                                      CELERY_CONFIG_FALLBACK_PATH=str(work / "lkg.json"),
+                                      CELERY_CONFIG_API_TOKEN_FILE=str(work / "token"))
+            closing = run(args, env, work, token, admin, running)
+        finally:
+            for kept in running.values():
+                kept.stop()
+            server.stop()
+    print("\ntargets (issue 20):")
+    print("\n".join(closing))
+
+
+def run(args: argparse.Namespace, env: dict[str, str], work: Path, token: str,
+        admin: redis.Redis, running: dict[str, Server]) -> list[str]:
+    seconds, memory, kept = start_up(env, work, args.start_rounds)
+    running.update(kept)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    table: dict[str, Callable[[], None]] = {
+        name: functools.partial(kept[name].post, headers) for name in APPS}
+    requests = measure(table, args.rounds, args.per_block)
+    commands = {name: commands_per_call(admin, fn, 20) for name, fn in table.items()}
+    cpu = cpu_per_request(kept, headers, args.cpu_rounds, 100)
+    show(f"start to ready: {args.start_rounds} starts of each", "ms", 1e3, seconds)
+    show(f"idle RSS right after start: {args.start_rounds} starts of each", "MB", 1e-6, memory)
+    show(f"POST /tasks/{TASK}: {args.rounds} rounds x {args.per_block} requests per variant "
+         "(Redis commands per request at the right)", "ms", 1e3, requests,
+         lambda name: f" {commands[name]:>6.1f}")
+    show(f"server CPU per request: {args.cpu_rounds} blocks of 100 requests each "
+         "(user + system, all threads)", "ms", 1e3, cpu)
+    # The peer imports redis-py (about 6 MB here) at its first send, ours before it is ready.
+    print("RSS after the requests: " + ", ".join(
+        f"{name} {rss_bytes(server.process.pid) / 1e6:.2f} MB" for name, server in kept.items()))
+    value, low, high = ratio(cpu, "ours", "peer")
+    print(f"  server CPU per request: ours / peer: {value:.3f}x ({low:.3f}-{high:.3f})")
+    return [target("POST /tasks/{name} p50", requests, 1.05),
+            target("start to ready, p50", seconds, 1.10),
+            target("idle RSS right after start, p50", memory, 1.10)]
+
+
+if __name__ == "__main__":
+    main()
