@@ -71,27 +71,28 @@ def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
 
 
 @dataclass
-class Stack(ApiEndpoint):
-    """One compose project of compose/compose.yaml, profile rpi (or dev: its services are
-    the rpi ones with a -dev suffix, the API on API_DEV_PORT). Services are named as rpi's."""
+class Deployment(ApiEndpoint):
+    """What every deployment of the services has, a compose project (Stack) or a Swarm stack
+    (tests/swarm_cluster.py): its name, the API's port on this machine, variables for its
+    files, and its own Redis passwords and API token, made by the project's script as
+    `make secrets` makes them. Each kind adds how it runs (composition of these parts, not a
+    Swarm stack inheriting compose's commands)."""
 
     project: str
     api_port: int
     env: dict[str, str] = field(default_factory=dict)
-    tls: bool = False  # with compose/tls.yaml (TLS between the services and Redis)
-    profile: str = "rpi"
-    # Ours, or a project's own that includes it (examples/orders/compose.yaml): its folder is
-    # the project directory.
-    compose_file: Path = COMPOSE_FILE
-    # This project's own Redis passwords (and TLS material), made by the project's scripts,
-    # as `make secrets` (and `make tls`) do.
     secrets: Path = field(init=False)
+    # Its containers are recreated under some tests: a new connection per request.
+    keep_alive = False
 
     def __post_init__(self) -> None:
         self.secrets = Path(tempfile.mkdtemp(prefix=f"{self.project}-")) / "secrets"
-        for script in (MAKE_SECRETS, MAKE_TLS) if self.tls else (MAKE_SECRETS,):
+        for script in self.secret_scripts():
             subprocess.run(["sh", str(script), str(self.secrets)], check=True,
                            capture_output=True)
+
+    def secret_scripts(self) -> tuple[Path, ...]:
+        return (MAKE_SECRETS,)
 
     def password(self, role: str) -> str:
         return (self.secrets / f"redis-{role}").read_text().strip()
@@ -100,6 +101,21 @@ class Stack(ApiEndpoint):
     def token(self) -> str:
         """The API's bearer token (the api-token secret, made with the passwords)."""
         return (self.secrets / "api-token").read_text().strip()
+
+
+@dataclass
+class Stack(Deployment):
+    """One compose project of compose/compose.yaml, profile rpi (or dev: its services are
+    the rpi ones with a -dev suffix, the API on API_DEV_PORT). Services are named as rpi's."""
+
+    tls: bool = False  # with compose/tls.yaml (TLS between the services and Redis)
+    profile: str = "rpi"
+    # Ours, or a project's own that includes it (examples/orders/compose.yaml): its folder is
+    # the project directory.
+    compose_file: Path = COMPOSE_FILE
+
+    def secret_scripts(self) -> tuple[Path, ...]:
+        return (MAKE_SECRETS, MAKE_TLS) if self.tls else (MAKE_SECRETS,)
 
     # ------------------------------------------------------------------ compose and docker
     def environ(self, **extra: str) -> dict[str, str]:
@@ -159,9 +175,6 @@ class Stack(ApiEndpoint):
         return str(state.get("Health", {}).get("Status", "none"))
 
     # ------------------------------------------------------------------------------ the API
-    # Its containers are recreated under some tests: a new connection per request.
-    keep_alive = False
-
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"

@@ -40,7 +40,7 @@ from tests.compose_stack import (
     IMAGES,
     REGISTRY,
     TAG,
-    Stack,
+    Deployment,
     docker,
     image_ref,
 )
@@ -241,7 +241,7 @@ def swarm_cluster(extra_nodes: int = 1) -> Iterator[Cluster]:
 
 
 @dataclass
-class SwarmStack(Stack):
+class SwarmStack(Deployment):
     """A stack deployed on a Cluster, reached like a compose Stack (the API on its host-mode
     port: this machine's by default, any node's with ``on``), the Redis passwords in its own
     make-secrets.sh folder."""
@@ -269,11 +269,15 @@ class SwarmStack(Stack):
         """The same stack, its API reached on ``node``'s published port."""
         view = copy.copy(self)  # not dataclasses.replace: that would make new secrets
         view.api_address = node.address
+        view._http = None  # its own client, for its own address
         return view
 
     @property
     def url(self) -> str:
         return f"http://{self.api_address}:{self.api_port}"
+
+    def context(self) -> str:
+        return self.logs()
 
     def deploy(self) -> None:
         result = run(["docker", "stack", "deploy", "--detach=true",
