@@ -101,6 +101,7 @@ from .health_page.render import PAGE_HEADERS, render_live, render_page
 from .health_page.view import HealthSource, health_view, version_diff
 from .live_config import Applied
 from .metrics import ServiceMetrics, broker_client
+from .startup_errors import OneLineStartupErrors
 from .validation import redact
 
 # The key of the lifespan state: request.state.celery_config_sync.
@@ -292,9 +293,12 @@ def protect(app: FastAPI, security: ApiSecurity | None = None) -> None:
     """What an app on a network needs besides :data:`TaskAccess` on its task endpoints: the Host
     header checked and the body size capped (:class:`RequestGuard`, settings from the
     environment unless given), validation errors (422) that quote at most a short excerpt of
-    the input, and a Redis that does not answer in time answered 503 with ``Retry-After``
-    rather than a 500. Call it once, before the app serves."""
+    the input, a Redis that does not answer in time answered 503 with ``Retry-After``
+    rather than a 500, and a start that fails on a setting (an unreadable token file) reported
+    in the error's one line rather than a traceback (:class:`OneLineStartupErrors`). Call it
+    once, before the app serves."""
     app.add_middleware(RequestGuard, security=security)  # type: ignore[arg-type]
+    app.add_middleware(OneLineStartupErrors)  # type: ignore[arg-type]
     retry_after = (security or ApiSecurity()).retry_after
 
     async def short_validation_error(_: Request, exc: Exception) -> JSONResponse:
