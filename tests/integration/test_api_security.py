@@ -261,3 +261,51 @@ def test_a_paused_redis_is_a_503_within_the_deadline_and_healthz_keeps_answering
         figure(f"Redis gone: a post answered 503 in {time.monotonic() - started:.2f} s")
         assert api.client.get("/healthz").status_code == 200
         assert api.process.poll() is None
+
+
+# The views that read Redis: the page, its fragment and JSON, a diff, the metrics' depths.
+REDIS_VIEWS = ("/health", "/health/live", "/health.json", "/health/diff.json?from=1&to=1",
+               "/metrics")
+
+
+def test_a_paused_redis_is_a_503_within_the_deadline_on_the_views_too(
+        own_redis: RedisServer, tmp_path: Path) -> None:
+    """The read-only views are bounded by CELERY_CONFIG_API_REDIS_TIMEOUT as the task routes are
+    (503 with Retry-After), not by redis-py's socket timeouts and retry (about 10 s); the views
+    that read memory only, and the probes, keep answering."""
+    client = own_redis.client()
+    publish(client, NS, DOCUMENT, source="v1")
+    timeout = 1.0
+    api = start_api(own_redis.url, tmp_path, CELERY_CONFIG_API_REDIS_TIMEOUT=str(timeout))
+    with running(api):
+        for path in REDIS_VIEWS:  # connections made while Redis answers
+            assert api.client.get(path).status_code == 200, path
+        assert own_redis.process is not None
+        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        try:
+            # One client (its TLS context made once), as many connections as requests.
+            http = httpx.Client(base_url=api.url, timeout=60,
+                                limits=httpx.Limits(max_connections=len(REDIS_VIEWS) * 3))
+
+            def call(path: str) -> tuple[str, int, str | None, float]:
+                started = time.monotonic()
+                response = http.get(path)
+                return (path, response.status_code, response.headers.get("retry-after"),
+                        time.monotonic() - started)
+
+            # Each view three times at once: more than the view slots, fewer than the threads.
+            with http, ThreadPoolExecutor(len(REDIS_VIEWS) * 3) as pool:
+                answers = list(pool.map(call, REDIS_VIEWS * 3))
+            memory_only = {path: api.client.get(path).status_code
+                           for path in ("/healthz", "/readyz", "/config", "/config/status")}
+        finally:
+            os.kill(own_redis.process.pid, signal.SIGCONT)
+        assert {(status, after) for _, status, after, _ in answers} == {(503, "1")}, answers
+        assert memory_only == dict.fromkeys(memory_only, 200), memory_only
+        times = sorted(elapsed for *_, elapsed in answers)
+        figure(f"Redis paused, {len(answers)} view requests at once, deadline {timeout:g} s: "
+               f"all 503 with Retry-After; median {statistics.median(times):.2f} s, "
+               f"max {times[-1]:.2f} s")
+        # Redis back: the views answer again.
+        for path in REDIS_VIEWS:
+            assert api.client.get(path).status_code == 200, path
