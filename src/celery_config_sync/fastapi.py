@@ -69,7 +69,8 @@ The page sends a strict Content-Security-Policy (scripts, styles and fetches fro
 alone, nothing inline) and escapes every value read from Redis on the server; its links are
 relative, so that it works under any prefix and behind a proxy. ``page=False`` leaves the
 page and its files out. The probes and the status answer on the event loop (they read memory
-only); the routes that read Redis run in the thread pool.
+only); the routes that read Redis run in the thread pool, a few at once, each answered within
+CELERY_CONFIG_API_REDIS_TIMEOUT or a 503 with ``Retry-After`` (:func:`within_deadline`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import kombu.exceptions
 import redis
@@ -96,11 +97,13 @@ from celery import Celery
 from .api_guard import ApiSecurity, FailedAttempts, RequestGuard, excerpt
 from .api_guard import log as api_log
 from .celery import ConfigSync, attach
+from .connection import make_client
 from .health_page import STATIC_FILES, static_file
 from .health_page.render import PAGE_HEADERS, render_live, render_page
 from .health_page.view import HealthSource, health_view, version_diff
 from .live_config import Applied
 from .metrics import ServiceMetrics, broker_client
+from .startup_errors import OneLineStartupErrors
 from .validation import redact
 
 # The key of the lifespan state: request.state.celery_config_sync.
@@ -108,6 +111,7 @@ STATE_KEY = "celery_config_sync"
 DEFAULT_TAGS: tuple[str, ...] = ("celery-config-sync",)
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,9 @@ class ConfigState:
     # at most one Redis deadline for a slot, then is a 503: a slow Redis cannot queue requests
     # without bound, nor hold more than these of the server's threads.
     task_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(10))
+    # The same for the views that read Redis (the page, its JSON, the metrics' queue depths):
+    # answered within one Redis deadline or 503 (:func:`within_deadline`).
+    view_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
     @property
     def current(self) -> Applied:
@@ -164,12 +171,18 @@ def config_lifespan(celery_app: Celery, *, service: str = "api") -> Lifespan:
             assert live is not None
             metrics = ServiceMetrics(live, broker_client(celery_app.conf.broker_url,
                                                          sync.env.redis_password))
+            # The views' own client: one attempt, socket timeouts of one deadline (the
+            # configuration client's 5 s and retry would hold a view's thread about 10 s).
+            views_client = make_client(live.env.redis_url, retries=0,
+                                       connect_timeout=security.redis_timeout,
+                                       socket_timeout=security.redis_timeout)
             try:
                 slots = asyncio.Semaphore(max(1, int(celery_app.conf.broker_pool_limit or 10)))
-                yield {STATE_KEY: ConfigState(sync, metrics,
-                                              HealthSource.of(live, metrics.broker), security,
-                                              task_slots=slots)}
+                yield {STATE_KEY: ConfigState(
+                    sync, metrics, HealthSource.of(live, metrics.broker, views_client),
+                    security, task_slots=slots)}
             finally:
+                views_client.close()
                 with contextlib.suppress(ValueError):
                     live.observers.remove(metrics)  # this run's metrics stop counting
                 if metrics.broker is not None:
@@ -293,13 +306,49 @@ async def view_access(request: Request) -> None:
         raise _refuse(request, state, "a missing or wrong bearer token (views)")
 
 
+async def within_deadline(state: ConfigState, work: Callable[[], T]) -> T:
+    """``work`` (blocking: it reads Redis) run in the thread pool, answered within one Redis
+    deadline (CELERY_CONFIG_API_REDIS_TIMEOUT), waiting for one of the view slots included;
+    else a 503 with ``Retry-After``. A thread cannot be stopped: one the deadline left behind
+    ends by its client's socket timeouts and holds its slot until then, so that a slow Redis
+    never holds more than ``view_slots`` of the server's threads for the views."""
+    timeout = state.security.redis_timeout
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + timeout
+    try:
+        await asyncio.wait_for(state.view_slots.acquire(), timeout)
+    except TimeoutError:
+        raise _redis_too_slow(state) from None
+    running = asyncio.ensure_future(run_in_threadpool(work))
+
+    def finished(done: asyncio.Future[T]) -> None:
+        state.view_slots.release()
+        if not done.cancelled():
+            done.exception()  # retrieved: a late failure is no "never retrieved" warning
+
+    running.add_done_callback(finished)
+    try:
+        return await asyncio.wait_for(asyncio.shield(running), max(0.0, ends - loop.time()))
+    except TimeoutError:
+        raise _redis_too_slow(state) from None
+
+
+def _redis_too_slow(state: ConfigState) -> HTTPException:
+    return HTTPException(503, f"Redis did not answer within {state.security.redis_timeout:g} "
+                              "s, try again later",
+                         headers={"Retry-After": state.security.retry_after})
+
+
 def protect(app: FastAPI, security: ApiSecurity | None = None) -> None:
     """What an app on a network needs besides :data:`TaskAccess` on its task endpoints: the Host
     header checked and the body size capped (:class:`RequestGuard`, settings from the
     environment unless given), validation errors (422) that quote at most a short excerpt of
-    the input, and a Redis that does not answer in time answered 503 with ``Retry-After``
-    rather than a 500. Call it once, before the app serves."""
+    the input, a Redis that does not answer in time answered 503 with ``Retry-After``
+    rather than a 500, and a start that fails on a setting (an unreadable token file) reported
+    in the error's one line rather than a traceback (:class:`OneLineStartupErrors`). Call it
+    once, before the app serves."""
     app.add_middleware(RequestGuard, security=security)  # type: ignore[arg-type]
+    app.add_middleware(OneLineStartupErrors)  # type: ignore[arg-type]
     retry_after = (security or ApiSecurity()).retry_after
 
     async def short_validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -396,42 +445,48 @@ def _probes_and_status(router: APIRouter) -> None:
                 **redact(loaded.document.sections())}
 
     @router.get("/metrics", include_in_schema=False, dependencies=[ViewAccess])
-    def metrics(request: Request, state: ConfigStateDep) -> Response:
+    async def metrics(request: Request, state: ConfigStateDep) -> Response:
         """Prometheus exposition (OpenMetrics when the scraper asks for it); the queue depths
-        read the broker's Redis, hence the thread pool."""
-        body, content_type = state.metrics.render(request.headers.get("accept"))
+        read the broker's Redis, hence the thread pool and the deadline."""
+        body, content_type = await within_deadline(
+            state, lambda: state.metrics.render(request.headers.get("accept")))
         return Response(body, media_type=content_type)
 
 
 def _health_page(router: APIRouter) -> None:
     @router.get("/health", include_in_schema=False, dependencies=[ViewAccess])
-    def health(request: Request, state: ConfigStateDep,
-               old: Annotated[int | None, Query(alias="from", ge=1)] = None,
-               new: Annotated[int | None, Query(alias="to", ge=1)] = None) -> HTMLResponse:
+    async def health(request: Request, state: ConfigStateDep,
+                     old: Annotated[int | None, Query(alias="from", ge=1)] = None,
+                     new: Annotated[int | None, Query(alias="to", ge=1)] = None,
+                     ) -> HTMLResponse:
         """The operator's page: published version, fleet and drift, queues, history, and the
         changes between two versions when ``from`` and ``to`` are given."""
-        compared = (version_diff(state.health, old, new)
-                    if old is not None and new is not None else None)
-        return HTMLResponse(render_page(health_view(state.health), compared,
-                                        docs=_docs_link(request)),
-                            headers=PAGE_HEADERS)
+        docs = _docs_link(request)
+
+        def page() -> str:
+            compared = (version_diff(state.health, old, new)
+                        if old is not None and new is not None else None)
+            return render_page(health_view(state.health), compared, docs=docs)
+
+        return HTMLResponse(await within_deadline(state, page), headers=PAGE_HEADERS)
 
     @router.get("/health/live", include_in_schema=False, dependencies=[ViewAccess])
-    def health_live(state: ConfigStateDep) -> HTMLResponse:
+    async def health_live(state: ConfigStateDep) -> HTMLResponse:
         """The part of the page that its script refreshes every few seconds."""
-        return HTMLResponse(render_live(health_view(state.health)), headers=PAGE_HEADERS)
+        fragment = await within_deadline(state, lambda: render_live(health_view(state.health)))
+        return HTMLResponse(fragment, headers=PAGE_HEADERS)
 
     @router.get("/health.json", dependencies=[ViewAccess])
-    def health_json(state: ConfigStateDep) -> dict[str, Any]:
+    async def health_json(state: ConfigStateDep) -> dict[str, Any]:
         """What the health page shows, as JSON: published version, fleet, queues, history."""
-        return health_view(state.health)
+        return await within_deadline(state, lambda: health_view(state.health))
 
     @router.get("/health/diff.json", dependencies=[ViewAccess])
-    def health_diff(state: ConfigStateDep, old: Annotated[Version, Query(alias="from")],
-                    new: Annotated[Version, Query(alias="to")]) -> dict[str, Any]:
+    async def health_diff(state: ConfigStateDep, old: Annotated[Version, Query(alias="from")],
+                          new: Annotated[Version, Query(alias="to")]) -> dict[str, Any]:
         """The changes from one version of the history to another, each tagged live or
         restart."""
-        return version_diff(state.health, old, new)
+        return await within_deadline(state, lambda: version_diff(state.health, old, new))
 
     for name, media_type in STATIC_FILES.items():
         router.add_api_route(f"/static/{name}", _static_endpoint(name, media_type),
@@ -485,4 +540,5 @@ __all__ = [
     "protect",
     "task_access",
     "view_access",
+    "within_deadline",
 ]

@@ -23,7 +23,8 @@ from celery_config_sync.redis_layout import publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer
 from tests.figures import figure
-from tests.service_processes import Api, running, start_api
+from tests.redis_process import free_port
+from tests.service_processes import BIN, ROOT, Api, running, spawn, start_api
 
 pytestmark = pytest.mark.integration
 NS = "celery_config"
@@ -93,11 +94,38 @@ def test_one_variable_protects_the_read_only_views(
             assert httpx.get(service.url + path, timeout=10).status_code == 200, path
 
 
-def test_an_unreadable_token_file_stops_the_start_with_one_line(
-        redis_server: RedisServer, published: redis.Redis, tmp_path: Path) -> None:
-    with pytest.raises(AssertionError, match="the API exited") as failure:
-        start_api(redis_server.url, tmp_path, CELERY_CONFIG_API_TOKEN_FILE="/dev/zero")
-    assert "API token file /dev/zero: larger than 4096 bytes" in str(failure.value)
+# A token file the API cannot use: (what to put at the path, the line the API must print).
+BAD_TOKEN_FILES = {
+    "missing": (None, "cannot read it (No such file or directory)"),
+    "empty": ("", "empty"),
+    "over the size cap": ("x" * 5000, "larger than 4096 bytes, not a secret file"),
+    "unreadable": ("a directory", "cannot read it (Is a directory)"),  # root reads any file
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TOKEN_FILES))
+def test_a_bad_token_file_stops_the_start_with_one_line_and_no_traceback(
+        redis_server: RedisServer, published: redis.Redis, tmp_path: Path, case: str) -> None:
+    """The real ``uvicorn api_service.app:app``, as the api image starts it: the error's line,
+    uvicorn's closing line, a non-zero exit; never uvicorn's print of the traceback."""
+    content, line = BAD_TOKEN_FILES[case]
+    path = tmp_path / "api-token"
+    if content == "a directory":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    api = spawn("api", [str(BIN / "uvicorn"), "api_service.app:app", "--host", "127.0.0.1",
+                        "--port", str(free_port())], redis_server.url, tmp_path, ROOT,
+                CELERY_CONFIG_API_TOKEN_FILE=str(path))
+    try:
+        code = api.process.wait(60)
+    finally:
+        api.stop()
+    log = api.log()
+    assert code != 0, log
+    assert f"ERROR:    API token file {path}: {line}\n" in log, log
+    assert "Traceback" not in log and "  File " not in log, log
+    assert log.count(str(path)) == 1, log
 
 
 def test_task_posts_accept_json_only(api: Api) -> None:
@@ -233,3 +261,51 @@ def test_a_paused_redis_is_a_503_within_the_deadline_and_healthz_keeps_answering
         figure(f"Redis gone: a post answered 503 in {time.monotonic() - started:.2f} s")
         assert api.client.get("/healthz").status_code == 200
         assert api.process.poll() is None
+
+
+# The views that read Redis: the page, its fragment and JSON, a diff, the metrics' depths.
+REDIS_VIEWS = ("/health", "/health/live", "/health.json", "/health/diff.json?from=1&to=1",
+               "/metrics")
+
+
+def test_a_paused_redis_is_a_503_within_the_deadline_on_the_views_too(
+        own_redis: RedisServer, tmp_path: Path) -> None:
+    """The read-only views are bounded by CELERY_CONFIG_API_REDIS_TIMEOUT as the task routes are
+    (503 with Retry-After), not by redis-py's socket timeouts and retry (about 10 s); the views
+    that read memory only, and the probes, keep answering."""
+    client = own_redis.client()
+    publish(client, NS, DOCUMENT, source="v1")
+    timeout = 1.0
+    api = start_api(own_redis.url, tmp_path, CELERY_CONFIG_API_REDIS_TIMEOUT=str(timeout))
+    with running(api):
+        for path in REDIS_VIEWS:  # connections made while Redis answers
+            assert api.client.get(path).status_code == 200, path
+        assert own_redis.process is not None
+        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        try:
+            # One client (its TLS context made once), as many connections as requests.
+            http = httpx.Client(base_url=api.url, timeout=60,
+                                limits=httpx.Limits(max_connections=len(REDIS_VIEWS) * 3))
+
+            def call(path: str) -> tuple[str, int, str | None, float]:
+                started = time.monotonic()
+                response = http.get(path)
+                return (path, response.status_code, response.headers.get("retry-after"),
+                        time.monotonic() - started)
+
+            # Each view three times at once: more than the view slots, fewer than the threads.
+            with http, ThreadPoolExecutor(len(REDIS_VIEWS) * 3) as pool:
+                answers = list(pool.map(call, REDIS_VIEWS * 3))
+            memory_only = {path: api.client.get(path).status_code
+                           for path in ("/healthz", "/readyz", "/config", "/config/status")}
+        finally:
+            os.kill(own_redis.process.pid, signal.SIGCONT)
+        assert {(status, after) for _, status, after, _ in answers} == {(503, "1")}, answers
+        assert memory_only == dict.fromkeys(memory_only, 200), memory_only
+        times = sorted(elapsed for *_, elapsed in answers)
+        figure(f"Redis paused, {len(answers)} view requests at once, deadline {timeout:g} s: "
+               f"all 503 with Retry-After; median {statistics.median(times):.2f} s, "
+               f"max {times[-1]:.2f} s")
+        # Redis back: the views answer again.
+        for path in REDIS_VIEWS:
+            assert api.client.get(path).status_code == 200, path

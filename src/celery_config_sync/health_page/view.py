@@ -30,17 +30,20 @@ from ..status_report import status_report
 
 @dataclass(frozen=True)
 class HealthSource:
-    """The page's own reader (its decode memo apart from the watcher's) on the service's
-    configuration client, and the broker's client the metrics already hold (the queues live in
-    the broker's Redis, which may be another one): no connection pool of its own."""
+    """The page's own reader (its decode memo apart from the watcher's) on ``client`` (by
+    default the service's configuration client; the API gives it one with its deadline as
+    socket timeout), and the broker's client the metrics already hold (the queues live in the
+    broker's Redis, which may be another one)."""
 
     live: LiveConfig
     reader: RedisReader
     broker: redis.Redis | None  # None: a broker that is not Redis, no depth to show
 
     @classmethod
-    def of(cls, live: LiveConfig, broker: redis.Redis | None) -> HealthSource:
-        reader = RedisReader(live.reader.client, live.env.namespace, allow=live.env.allow_unsafe)
+    def of(cls, live: LiveConfig, broker: redis.Redis | None,
+           client: redis.Redis | None = None) -> HealthSource:
+        reader = RedisReader(client or live.reader.client, live.env.namespace,
+                             allow=live.env.allow_unsafe)
         return cls(live, reader, broker)
 
     @property
