@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .errors import CeleryConfigError, one_line
+from .errors import CeleryConfigError
+from .terminal_text import shown
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,7 +50,7 @@ class OneLineStartupErrors:
             if not held:
                 raise
             # Returning (not raising) after the failure: uvicorn logs the message alone.
-            await send({"type": "lifespan.startup.failed", "message": one_line(str(exc))})
+            await send({"type": "lifespan.startup.failed", "message": shown(str(exc))})
             return
         except BaseException:
             for message in held:

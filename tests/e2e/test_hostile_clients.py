@@ -28,11 +28,12 @@ import httpx
 import pytest
 import yaml
 
-from tests.compose_stack import COMPOSE_FILE, Stack, docker, wait_until
+from tests.compose_stack import COMPOSE_FILE, Stack, docker
 from tests.conftest import require
 from tests.e2e.conftest import NAMESPACE, expected_queue, make_stack, up_measured
 from tests.figures import figure
 from tests.other_origin import POSTS_PER_PAGE, hostile_pages, other_origin
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
