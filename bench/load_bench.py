@@ -59,7 +59,9 @@ from celery_config_sync.codec import queue_from_dict  # noqa: E402
 from celery_config_sync.connection import LEAN_HANDSHAKE  # noqa: E402
 from celery_config_sync.environment import Environment  # noqa: E402
 from celery_config_sync.loader import RedisReader, load_config  # noqa: E402
-from celery_config_sync.redis_layout import Keys, publish, read_snapshot  # noqa: E402
+from celery_config_sync.publishing import publish  # noqa: E402
+from celery_config_sync.redis_keys import Keys  # noqa: E402
+from celery_config_sync.snapshot_reading import read_snapshot  # noqa: E402
 from celery_config_sync.source import load_source  # noqa: E402
 
 Variant = Callable[[], Any]

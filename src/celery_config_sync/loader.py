@@ -20,7 +20,8 @@ from .counters import parse_counter
 from .environment import Environment
 from .errors import CeleryConfigError, NoConfigAvailable, RedisAccessDenied
 from .fallback_files import holds, read_file, render, write_with_digest
-from .redis_layout import Published, Snapshot, decode_snapshot, read_snapshot
+from .snapshot_decoding import Published, decode_snapshot
+from .snapshot_reading import Snapshot, read_snapshot
 
 log = logging.getLogger("celery_config_sync.loader")
 

@@ -13,7 +13,8 @@ from celery_config_sync.environment import Environment
 from celery_config_sync.errors import NoConfigAvailable
 from celery_config_sync.fallback_files import render, write_atomic
 from celery_config_sync.loader import load_config
-from celery_config_sync.redis_layout import Keys, publish
+from celery_config_sync.publishing import publish
+from celery_config_sync.redis_keys import Keys
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, free_port
 from tests.tamper import drop_queue, reseal

@@ -17,7 +17,7 @@ from celery_config_sync.codec import ConfigDocument, canonical_json
 from celery_config_sync.environment import Environment
 from celery_config_sync.fallback_files import DIGEST_FORMAT, digest_path, render, write_atomic
 from celery_config_sync.loader import load_config
-from celery_config_sync.redis_layout import publish
+from celery_config_sync.publishing import publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, free_port
 

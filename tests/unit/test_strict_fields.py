@@ -1,4 +1,4 @@
-"""The load's one-pass canonical check (redis_layout._canonical_fields) against the field-by-field
+"""The load's one-pass canonical check (strict_fields.canonical_fields) against the field-by-field
 check it shortcuts (issue 20): for any stored fields, the same values or the same refusal."""
 
 from __future__ import annotations
@@ -11,12 +11,8 @@ from hypothesis import strategies as st
 
 from celery_config_sync.codec import canonical_json
 from celery_config_sync.errors import InvalidConfig
-from celery_config_sync.redis_layout import (
-    HASHES,
-    _canonical_fields,
-    _canonical_from_fields,
-    strict_json,
-)
+from celery_config_sync.redis_keys import HASHES
+from celery_config_sync.strict_fields import canonical_fields, canonical_from_fields, strict_json
 
 JSON_LEAVES = (st.none() | st.booleans() | st.integers(-2**64, 2**64) | st.text(max_size=6)
                | st.floats(allow_nan=False, allow_infinity=False))
@@ -74,17 +70,17 @@ def test_the_one_pass_check_accepts_and_refuses_exactly_as_field_by_field(
         hashes: dict[str, dict[bytes, bytes]]) -> None:
     if not keys_decode(hashes):  # the stored hashes' concatenation needs text keys
         with pytest.raises(InvalidConfig, match="not UTF-8"):
-            _canonical_from_fields(hashes)
+            canonical_from_fields(hashes)
         return
-    canonical = _canonical_from_fields(hashes)
+    canonical = canonical_from_fields(hashes)
     expected = outcome(field_by_field, hashes)
-    assert outcome(lambda h: _canonical_fields(h, canonical), hashes) == expected
+    assert outcome(lambda h: canonical_fields(h, canonical), hashes) == expected
 
 
 @given(value=JSON_VALUES)
 def test_every_canonical_field_is_accepted(value: Any) -> None:
     hashes = {name: {} for name in HASHES} | {"base": {b"x": canonical_json(value).encode()}}
-    decoded = _canonical_fields(hashes, _canonical_from_fields(hashes))
+    decoded = canonical_fields(hashes, canonical_from_fields(hashes))
     assert canonical_json(decoded["base"]["x"]) == canonical_json(value)
 
 
@@ -92,6 +88,6 @@ def test_a_smuggled_key_is_refused_naming_its_field() -> None:
     hashes: dict[str, dict[bytes, bytes]] = {name: {} for name in HASHES}
     hashes["base"] = {b"task_time_limit": b'600,"task_serializer":"pickle"'}
     with pytest.raises(InvalidConfig) as error:
-        _canonical_fields(hashes, _canonical_from_fields(hashes))
+        canonical_fields(hashes, canonical_from_fields(hashes))
     assert error.value.key == "base['task_time_limit']"
     assert "malformed JSON" in error.value.problem
