@@ -1,11 +1,20 @@
 """Stored fields read strictly: each one canonical JSON, exactly the bytes that were hashed.
 
 The stored texts are canonical JSON, so the canonical document is their concatenation
-(:func:`canonical_from_fields`): a load hashes that before it parses anything."""
+(:func:`concatenate`): a load hashes that before it parses anything. The concatenation alone
+does not say where each field ends (``{"a":"1,\\"b\\":2"}`` and two fields can make the same
+text): its ``layout``, the length of every field, does; the two together name the stored
+fields exactly, which is what a record of content validated before must name
+(celery_config_sync.validated_content).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .codec import canonical_json
@@ -44,17 +53,63 @@ _FIELD_DECODER = json.JSONDecoder()
 json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
-def canonical_from_fields(sections: dict[str, dict[bytes, bytes]]) -> bytes:
+@dataclass(frozen=True)
+class Concatenation:
+    """The stored fields as one text (``canonical``: what the sha256 is checked on) and their
+    ``layout`` (the sha256 of every field's length, hash by hash, in the text's order)."""
+
+    canonical: bytes
+    layout: str
+
+
+def concatenate(sections: Mapping[str, Mapping[bytes, bytes]]) -> Concatenation:
     """The canonical document that stored fields make when each is canonical: the sections in
-    name order, each field's key quoted and its bytes as stored, keys sorted. What the sha256
-    is checked on, before anything is parsed."""
-    parts = []
+    name order, each field's key quoted and its bytes as stored, keys sorted; and its layout.
+    A key that is not UTF-8 is refused here, naming its hash."""
+    parts, lengths = [], {}
     for name in sorted(sections):
         fields = sections[name]
-        items = sorted((field_text(name, k), v) for k, v in fields.items())
-        body = b",".join(json_string(k).encode() + b":" + v for k, v in items)
+        items = _plain_items(fields)
+        if items is not None:
+            body = b",".join(map(b'"%s":%s'.__mod__, items))
+        else:
+            quoted = sorted((field_text(name, k), v) for k, v in fields.items())
+            items = [(k.encode(), v) for k, v in quoted]  # same order: see _plain_items
+            body = b",".join([json_string(k).encode() + b":" + v for k, v in quoted])
         parts.append(canonical_json(name).encode() + b":{" + body + b"}")
-    return b"{" + b",".join(parts) + b"}"
+        lengths[name] = [len(v) for _, v in items]
+    layout = hashlib.sha256(canonical_json(lengths).encode()).hexdigest()
+    return Concatenation(b"{" + b",".join(parts) + b"}", layout)
+
+
+# What canonical JSON escapes in a string (json.encoder's ESCAPE, ensure_ascii=False) but the
+# quote, counted apart.
+_ESCAPED = re.compile(rb"[\\\x00-\x1f]")
+
+
+def _plain_items(fields: Mapping[bytes, bytes]) -> list[tuple[bytes, bytes]] | None:
+    """The fields sorted by key, when every key is UTF-8 with nothing canonical JSON escapes
+    (the common case: names of tasks, queues and settings): then a key's quoted form is its
+    bytes between quotes, and sorting by bytes is sorting by text (UTF-8 keeps the order of
+    code points). None otherwise: the caller quotes each key as canonical_json does.
+
+    One check for all the keys: joined by a quote, which no plain key holds, the text is UTF-8
+    exactly when every key is (a quote cannot continue a multi-byte sequence) and holds no
+    escaped character but the quotes joining them."""
+    joined = b'"'.join(fields)
+    if (joined.count(b'"') != max(len(fields) - 1, 0)
+            or _ESCAPED.search(joined) is not None):
+        return None
+    try:
+        joined.decode()
+    except UnicodeDecodeError:
+        return None
+    return sorted(fields.items())
+
+
+def canonical_from_fields(sections: Mapping[str, Mapping[bytes, bytes]]) -> bytes:
+    """:func:`concatenate`'s text alone."""
+    return concatenate(sections).canonical
 
 
 def whole_value(text: str) -> Any:
@@ -99,3 +154,29 @@ def canonical_fields(hashes: dict[str, dict[bytes, bytes]],
     return {name: {field_text(name, raw_key): _strict_field(name, raw_key, raw_value)
                    for raw_key, raw_value in fields.items()}
             for name, fields in hashes.items()}
+
+
+def canonical_fields_since(hashes: Mapping[str, Mapping[bytes, bytes]],
+                           before: Mapping[str, Mapping[bytes, bytes]],
+                           decoded_before: Mapping[str, Mapping[str, Any]],
+                           ) -> tuple[dict[str, dict[str, Any]], dict[str, set[str]]]:
+    """:func:`canonical_fields` for a new version of fields decoded before: a field whose bytes
+    are those of ``before`` (proven canonical then, decoded to ``decoded_before``) keeps its
+    value; every other field is parsed and proven canonical on its own, in the same order as
+    :func:`canonical_fields`' field-by-field path, so the first bad field is the one it names.
+    Also returns, per hash, the keys kept (what validation need not look at again)."""
+    decoded: dict[str, dict[str, Any]] = {}
+    kept: dict[str, set[str]] = {}
+    for name, fields in hashes.items():
+        old, values = before.get(name, {}), decoded_before.get(name, {})
+        section: dict[str, Any] = {}
+        same: set[str] = set()
+        for raw_key, raw_value in fields.items():
+            key = field_text(name, raw_key)
+            if old.get(raw_key) == raw_value and key in values:
+                section[key] = values[key]
+                same.add(key)
+            else:
+                section[key] = _strict_field(name, raw_key, raw_value)
+        decoded[name], kept[name] = section, same
+    return decoded, kept
