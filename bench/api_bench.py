@@ -57,7 +57,7 @@ from tests.redis_process import RedisServer, free_port  # noqa: E402
 from tests.service_processes import service_environment  # noqa: E402
 
 from bench.load_bench import Measured, commands_per_call, measure, ratio  # noqa: E402
-from celery_config_sync.redis_layout import publish  # noqa: E402
+from celery_config_sync.publishing import publish  # noqa: E402
 from celery_config_sync.source import load_source  # noqa: E402
 
 UVICORN = Path(sys.executable).parent / "uvicorn"

@@ -9,11 +9,18 @@ A ratio is that of the medians, with the range of the same ratio taken round by 
 Two configurations: ``realistic`` (config/celery/source.py, the demo's) and ``big`` (200
 queues, 2,000 routes, 60 settings: bench/big_config.py, written as a settings module).
 
-  load_config   ``load_config(env)`` as a service starts: a new client, one read, sha256,
-                strict decoding, validation, last-known-good found up to date
+  load_config   ``load_config(env)`` as a service (re)starts on the configuration it ran: a
+                new client, one read, sha256 and field layout matched against the record of
+                validated content beside last-known-good (validated_content.py), the text
+                parsed whole, last-known-good found up to date
   +settings     the same and its ``.settings`` (kombu Queues built): what the peer delivers
+  new release   ``load_config(env)`` when that record is another release's (the first start
+                after an upgrade, or a config this service never validated): strict decoding
+                of every field and validation in full, then the record written (digest only)
   live re-read  the watcher's re-read of a new version on its kept client: read, checks,
                 decoding (nothing memoized), kombu Queues built
+  1 route       the same when the new version changes one route of the last one: the whole is
+                hashed, one field parsed and validated (proportional re-read), Queues built
   unchanged     the watcher's re-read when nothing changed (memoized on the exact bytes)
   floor         a new redis-py client with the same handshake as ours (connection.py:
                 LEAN_HANDSHAKE), one pipelined read of the same keys, nothing decoded, closed
@@ -26,7 +33,9 @@ queues, 2,000 routes, 60 settings: bench/big_config.py, written as a settings mo
 
 Targets (issue 20): load_config <= 1.3x the floor, and with its settings <= 2.5x the peer, on
 the realistic source; the big configuration's load_config <= 3x its floor. Also shown: Redis
-commands per call (INFO commandstats), and the parser (hiredis when installed).
+commands per call (INFO commandstats), the parser (hiredis when installed), and what a process
+pays once for the rules' fingerprint (validated_content.rules_fingerprint), which every variant
+here has already paid.
 """
 
 from __future__ import annotations
@@ -55,14 +64,20 @@ sys.path.insert(0, str(ROOT))
 from tests.redis_process import RedisServer  # noqa: E402
 
 from bench.big_config import big_source  # noqa: E402
-from celery_config_sync.codec import queue_from_dict  # noqa: E402
+from celery_config_sync.codec import ConfigDocument, queue_from_dict  # noqa: E402
 from celery_config_sync.connection import LEAN_HANDSHAKE  # noqa: E402
 from celery_config_sync.environment import Environment  # noqa: E402
+from celery_config_sync.fallback_files import digest_path  # noqa: E402
 from celery_config_sync.loader import RedisReader, load_config  # noqa: E402
-from celery_config_sync.redis_layout import Keys, publish, read_snapshot  # noqa: E402
+from celery_config_sync.publishing import publish  # noqa: E402
+from celery_config_sync.redis_keys import Keys  # noqa: E402
+from celery_config_sync.snapshot_decoding import Decoded  # noqa: E402
+from celery_config_sync.snapshot_reading import read_snapshot  # noqa: E402
 from celery_config_sync.source import load_source  # noqa: E402
+from celery_config_sync.validated_content import rules_fingerprint  # noqa: E402
 
 Variant = Callable[[], Any]
+NEXT_ROUTE = "bench.one_more_route"  # the route the "1 route" variant's new version adds
 
 
 @dataclass(frozen=True)
@@ -87,11 +102,15 @@ def fresh_import(path: Path) -> ModuleType:
     return module
 
 
-def variants(case: Case, env: Environment, port: int, kept: redis.Redis) -> dict[str, Variant]:
+def variants(case: Case, env: Environment, port: int, kept: redis.Redis,
+             previous: Decoded) -> tuple[dict[str, Variant], dict[str, Variant]]:
+    """The variants, and what runs untimed before each call of some of them."""
     namespace = env.namespace
     keys = Keys(namespace)
     reader = RedisReader(kept, namespace)
     watcher = RedisReader(kept, namespace)
+    following = RedisReader(kept, f"{namespace}_next")
+    digest = digest_path(env.fallback_path)
 
     def ours() -> Any:
         return load_config(env)
@@ -99,9 +118,18 @@ def variants(case: Case, env: Environment, port: int, kept: redis.Redis) -> dict
     def ours_with_settings() -> Any:
         return load_config(env).settings
 
+    def another_release() -> None:
+        recorded = json.loads(digest.read_text())
+        recorded["validated"]["release"] = "another release"
+        digest.write_text(json.dumps(recorded))
+
     def live_reread() -> Any:
         reader._last = None  # a new version: nothing to reuse
         return reader.load().document.to_celery_settings()
+
+    def one_route() -> Any:
+        following._last = previous  # the version before: all but one route the same
+        return following.load().document.to_celery_settings()
 
     def floor(options: dict[str, Any]) -> Variant:
         def read() -> Any:
@@ -134,7 +162,9 @@ def variants(case: Case, env: Environment, port: int, kept: redis.Redis) -> dict
     table: dict[str, Variant] = {
         "load_config": ours,
         "+settings": ours_with_settings,
+        "new release": ours,
         "live re-read": live_reread,
+        "1 route": one_route,
         "unchanged": watcher.load,
         "floor": floor(LEAN_HANDSHAKE),
         "floor kept": lambda: read_snapshot(kept, namespace),
@@ -144,16 +174,19 @@ def variants(case: Case, env: Environment, port: int, kept: redis.Redis) -> dict
     }
     if case.name != "realistic":  # the specification's layout comparison is issue 2's, once
         del table["spec-style"], table["floor default"]
-    return table
+    return table, {"new release": another_release}
 
 
-def commands_per_call(admin: redis.Redis, fn: Variant, calls: int) -> float:
+def commands_per_call(admin: redis.Redis, fn: Variant, calls: int,
+                      prepare: Variant | None = None) -> float:
     def total() -> int:
         stats = admin.info("commandstats")
         return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
     before = total()
     for _ in range(calls):
+        if prepare is not None:
+            prepare()
         fn()
     return (total() - before) / calls
 
@@ -172,7 +205,9 @@ class Measured:
         return q[0], q[2]
 
 
-def measure(table: dict[str, Variant], rounds: int, per_block: int) -> dict[str, Measured]:
+def measure(table: dict[str, Variant], rounds: int, per_block: int,
+            prepare: dict[str, Variant] | None = None) -> dict[str, Measured]:
+    """Each variant's calls in rotating blocks; ``prepare``'s (untimed) before each call."""
     names = list(table)
     results = {name: Measured([], []) for name in names}
     for fn in table.values():
@@ -181,7 +216,10 @@ def measure(table: dict[str, Variant], rounds: int, per_block: int) -> dict[str,
         start = round_index % len(names)
         for name in names[start:] + names[:start]:
             fn, block = table[name], []
+            setup = (prepare or {}).get(name)
             for _ in range(per_block):
+                if setup is not None:
+                    setup()  # untimed
                 started = time.perf_counter()
                 fn()
                 block.append(time.perf_counter() - started)
@@ -212,7 +250,9 @@ def report(case: Case, document_sizes: str, results: dict[str, Measured],
               f"{ms(min(measured.blocks)):>8}-{ms(max(measured.blocks)):<8} "
               f"{commands[name]:>9.1f}")
     targets = [("load_config", "floor", 3.0 if case.name == "big" else 1.3),
-               ("+settings", "floor", None), ("live re-read", "floor kept", None),
+               ("+settings", "floor", None), ("new release", "floor", None),
+               ("new release", "load_config", None), ("live re-read", "floor kept", None),
+               ("1 route", "floor kept", None), ("1 route", "live re-read", None),
                ("unchanged", "floor kept", None)]
     if case.name == "realistic":
         targets += [("+settings", "peer", 2.5), ("spec-style", "+settings", None),
@@ -242,6 +282,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"redis-py {redis.__version__}, parser: "
           f"{'hiredis' if HIREDIS_AVAILABLE else 'pure Python'}; figures in ms")
+    print(fingerprint_cost())
     with tempfile.TemporaryDirectory() as workdir:
         work = Path(workdir)
         (work / "big_settings.py").write_text(big_source())
@@ -267,12 +308,43 @@ def run_case(case: Case, server: RedisServer, work: Path, rounds: int) -> list[s
                       fallback_path=str(work / f"{case.name}-lkg.json"),
                       snapshot_path=str(work / "absent.json"))
     kept = redis.Redis(port=server.port, **LEAN_HANDSHAKE)
-    table = variants(case, env, server.port, kept)
-    results = measure(table, rounds, case.per_block)
-    commands = {name: commands_per_call(admin, fn, 10) for name, fn in table.items()}
+    previous = following_version(admin, kept, f"{namespace}_next", document)
+    table, prepare = variants(case, env, server.port, kept, previous)
+    results = measure(table, rounds, case.per_block, prepare)
+    commands = {name: commands_per_call(admin, fn, 10, prepare.get(name))
+                for name, fn in table.items()}
     sizes = (f"{len(document.queues)} queues, {len(document.routes)} routes, "
              f"{len(document.base)} settings, {len(document.canonical())} bytes canonical")
     return report(case, sizes, results, commands, rounds)
+
+
+def following_version(admin: redis.Redis, kept: redis.Redis, namespace: str,
+                      document: ConfigDocument) -> Decoded:
+    """Publish ``document`` under ``namespace`` and decode it, then publish it again with one
+    route more (to its first queue): the "1 route" variant re-reads that version from this
+    one, as a watcher does after a publish that changes one route."""
+    publish(admin, namespace, document, source="bench")
+    reader = RedisReader(kept, namespace)
+    reader.load()
+    assert reader._last is not None
+    queue = next(iter(document.queues))
+    publish(admin, namespace, ConfigDocument(
+        document.queues, {**document.routes, NEXT_ROUTE: {"queue": queue}}, document.base,
+        document.app), source="bench")
+    return reader._last
+
+
+def fingerprint_cost(calls: int = 50) -> str:
+    """What the first load of a process pays once for the rules' fingerprint."""
+    samples = []
+    for _ in range(calls):
+        rules_fingerprint.cache_clear()
+        started = time.perf_counter()
+        rules_fingerprint()
+        samples.append(time.perf_counter() - started)
+    return (f"rules fingerprint, once per process: {ms(statistics.median(samples))} ms "
+            f"(median of {calls}, p25-p75 "
+            f"{' - '.join(ms(q) for q in statistics.quantiles(samples, n=4)[::2])} ms)")
 
 
 if __name__ == "__main__":

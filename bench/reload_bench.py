@@ -51,13 +51,10 @@ from tests.service_processes import Api, Service, start_api, start_beat, start_w
 from celery_config_sync.codec import ConfigDocument, queue_to_dict  # noqa: E402
 from celery_config_sync.connection import make_client  # noqa: E402
 from celery_config_sync.loader import LoadedConfig, RedisReader, remember  # noqa: E402
-from celery_config_sync.redis_layout import (  # noqa: E402
-    Published,
-    decode_snapshot,
-    publish,
-    read_snapshot,
-)
+from celery_config_sync.publishing import publish  # noqa: E402
 from celery_config_sync.routing import build_routing  # noqa: E402
+from celery_config_sync.snapshot_decoding import Published, decode_snapshot  # noqa: E402
+from celery_config_sync.snapshot_reading import read_snapshot  # noqa: E402
 from celery_config_sync.source import load_source  # noqa: E402
 from celery_config_sync.watcher import ConfigWatcher  # noqa: E402
 

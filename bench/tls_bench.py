@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from tests.redis_process import AclRedis, start_acl_redis  # noqa: E402
 
 from celery_config_sync.loader import RedisReader  # noqa: E402
-from celery_config_sync.redis_layout import publish  # noqa: E402
+from celery_config_sync.publishing import publish  # noqa: E402
 from celery_config_sync.source import load_source  # noqa: E402
 
 NS = "celery_config"

@@ -9,14 +9,15 @@ import json
 import redis
 
 from celery_config_sync.codec import ConfigDocument, canonical_json
-from celery_config_sync.redis_layout import HASHES, SCHEMA_VERSION, Keys, _canonical_from_fields
+from celery_config_sync.redis_keys import HASHES, SCHEMA_VERSION, Keys
+from celery_config_sync.strict_fields import canonical_from_fields
 
 
 def reseal(client: redis.Redis, namespace: str = "celery_config") -> str:
     """Recompute meta.sha256 over the bytes as stored; return it."""
     keys = Keys(namespace)
     fields = {name: client.hgetall(keys.section(name)) for name in HASHES}
-    sha = hashlib.sha256(_canonical_from_fields(fields)).hexdigest()
+    sha = hashlib.sha256(canonical_from_fields(fields)).hexdigest()
     client.hset(keys.meta, "sha256", sha)
     return sha
 

@@ -5,7 +5,8 @@ from .codec import ConfigDocument
 from .environment import Environment
 from .errors import CeleryConfigError, InvalidConfig, NoConfigAvailable
 from .loader import LoadedConfig, load_config
-from .redis_layout import Keys, publish
+from .publishing import publish
+from .redis_keys import Keys
 from .source import load_source
 
 __all__ = [

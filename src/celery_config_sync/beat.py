@@ -39,7 +39,7 @@ from redis.exceptions import LockError
 from .celery import attached
 from .fleet import default_instance
 from .live_config import Applied
-from .redis_layout import Keys
+from .redis_keys import Keys
 
 log = logging.getLogger("celery_config_sync.beat")
 

@@ -14,7 +14,7 @@ from celery import Celery
 from .connection import make_client
 from .environment import Environment
 from .loader import LoadedConfig, load_config
-from .redis_layout import publish
+from .publishing import publish
 from .source import load_source
 
 log = logging.getLogger("celery_config_sync.celery_app")

@@ -38,8 +38,9 @@ from .history import list_history, read_version, rollback
 from .live_settings import describe, label
 from .loader import RedisReader, load_config
 from .log_setup import TAGS, configure_logging
+from .publishing import PublishResult, clear, publish
 from .queue_depth import broker_client
-from .redis_layout import Keys, PublishResult, clear, publish
+from .redis_keys import Keys
 from .snapshot_identity import foreign_snapshot
 from .source import ReadSource, read_source
 from .status_report import status_report

@@ -11,7 +11,7 @@ from typing import Any
 
 from .connection import read_password, redacted, with_password
 from .errors import CeleryConfigError
-from .redis_layout import HistoryLimits
+from .history_policy import HistoryLimits
 
 
 def _at_least(kind: Callable[[str], float], minimum: float, *, strict: bool = False,

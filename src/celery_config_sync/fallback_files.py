@@ -3,7 +3,9 @@ and the snapshot (exported from the source at image build time). Same JSON forma
 
 Last-known-good has a small digest file beside it (:func:`digest_path`): what it holds
 (version, sha256) and the sha256 of its bytes, so that a load finds it up to date by hashing
-it, without parsing and validating it again. The digest only ever spares a write; the file is
+it, without parsing and validating it again; and the record of the validation that accepted
+that content (celery_config_sync.validated_content), which spares the next load from Redis a
+second validation of the same stored fields. The digest never vouches for the file: it is
 still parsed, hash-checked and validated whenever it is used.
 """
 
@@ -15,7 +17,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .codec import ConfigDocument, canonical_json
 from .errors import InvalidConfig
@@ -77,32 +79,58 @@ def digest_path(path: str | os.PathLike[str]) -> Path:
 
 
 def write_with_digest(path: str | os.PathLike[str], text: str, *, version: int,
-                      sha256: str) -> None:
+                      sha256: str, validated: dict[str, Any] | None = None) -> None:
     """Write ``text`` (the rendering of version ``version``, content ``sha256``) to ``path``,
     then its digest beside it, each atomically. Interrupted between the two, the digest left
     names the previous file's bytes: it no longer matches, and the next load writes again.
+    ``validated``: the record of the validation that accepted this content
+    (celery_config_sync.validated_content), kept in the digest for the next load.
 
     The file is durable (fsynced) before its digest is written, and the digest is not fsynced:
     whatever a power cut leaves of it (nothing, an empty file, the previous digest) fails to
     match and costs one more write, never a wrong skip; an SD card is spared two fsyncs."""
     write_atomic(path, text)
-    write_atomic(digest_path(path), canonical_json({
-        "format": DIGEST_FORMAT, "version": version, "sha256": sha256,
-        "file_sha256": hashlib.sha256(text.encode()).hexdigest()}) + "\n", durable=False)
+    write_digest(path, version=version, sha256=sha256,
+                 file_sha256=hashlib.sha256(text.encode()).hexdigest(), validated=validated)
 
 
-def holds(path: str | os.PathLike[str], *, version: int, sha256: str) -> bool:
-    """True when ``path`` holds version ``version`` with content ``sha256``, as its digest says
-    and its bytes confirm; False whenever that is not certain (no digest or no file, either
-    unreadable, a digest of another version or content, or of other bytes): then the caller
-    writes the file again, it never skips a write it needed."""
+def write_digest(path: str | os.PathLike[str], *, version: int, sha256: str, file_sha256: str,
+                 validated: dict[str, Any] | None = None) -> None:
+    """The digest beside ``path`` alone (not fsynced: see :func:`write_with_digest`)."""
+    record: dict[str, Any] = {"format": DIGEST_FORMAT, "version": version, "sha256": sha256,
+                              "file_sha256": file_sha256}
+    if validated is not None:
+        record["validated"] = validated
+    write_atomic(digest_path(path), canonical_json(record) + "\n", durable=False)
+
+
+def read_digest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The digest beside ``path`` as a JSON object, or None (absent, unreadable, too large to
+    be one, not a JSON object): never an exception, whatever bytes are there."""
     try:
         with digest_path(path).open("rb") as handle:
             recorded = json.loads(handle.read(DIGEST_MAX_BYTES + 1))
-        body = Path(path).read_bytes()
     except (OSError, ValueError, RecursionError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def holds(path: str | os.PathLike[str], *, version: int, sha256: str,
+          recorded: dict[str, Any] | Literal[False] | None = False) -> bool:
+    """True when ``path`` holds version ``version`` with content ``sha256``, as its digest says
+    and its bytes confirm; False whenever that is not certain (no digest or no file, either
+    unreadable, a digest of another version or content, or of other bytes): then the caller
+    writes the file again, it never skips a write it needed. ``recorded``: the digest as the
+    caller read it already (:func:`read_digest`), else it is read here."""
+    if recorded is False:
+        recorded = read_digest(path)
+    if recorded is None:
         return False
-    return (isinstance(recorded, dict) and recorded.get("format") == DIGEST_FORMAT
+    try:
+        body = Path(path).read_bytes()
+    except OSError:
+        return False
+    return (recorded.get("format") == DIGEST_FORMAT
             and type(recorded.get("version")) is int and recorded["version"] == version
             and recorded.get("sha256") == sha256
             and recorded.get("file_sha256") == hashlib.sha256(body).hexdigest())

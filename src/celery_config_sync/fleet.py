@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from .errors import is_wrong_type
-from .redis_layout import Keys
+from .redis_keys import Keys
 
 # A worker's field: the queues its task consumer is set to consume now (after -Q,
 # add_consumer/cancel_consumer and live changes), a JSON array of names, sorted. Absent (a

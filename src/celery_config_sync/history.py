@@ -1,7 +1,7 @@
 """The version history: what each publish recorded, read back as strictly as a load, and
 republished (rollback).
 
-``redis_layout.publish`` writes it in the same transaction as the version it records:
+``publishing.publish`` writes it in the same transaction as the version it records:
 ``NS:history`` (hash: version -> record, canonical JSON of strings: the version's meta, the
 one-line ``summary`` of its change from the version before and its document's size in
 ``bytes``) and ``NS:history:documents`` (hash: version -> canonical document, whose sha256 is
@@ -20,17 +20,11 @@ import redis
 from .codec import ConfigDocument
 from .counters import excerpt, parse_counter
 from .errors import InvalidConfig, NotInHistory, is_wrong_type, wrong_type
-from .redis_layout import (
-    DEFAULT_HISTORY,
-    HistoryLimits,
-    Keys,
-    PublishResult,
-    check_schema,
-    decode_document,
-    parse_version,
-    publish,
-    strict_json,
-)
+from .history_policy import DEFAULT_HISTORY, HistoryLimits
+from .publishing import PublishResult, publish
+from .redis_keys import Keys
+from .snapshot_decoding import check_schema, decode_document, parse_version
+from .strict_fields import strict_json
 
 # The record's text fields: the same names in the record and in HistoryEntry.
 TEXT_FIELDS = ("sha256", "published_at", "publisher", "source", "change", "summary",

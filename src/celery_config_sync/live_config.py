@@ -46,8 +46,9 @@ from .fleet import (
 from .live_settings import restart_required
 from .loader import LoadedConfig, RedisReader, load_config, remember
 from .queue_coverage import QueueCoverage, coverage
-from .redis_layout import Published, peek_published
 from .routing import RoutingState, build_routing
+from .snapshot_decoding import Published
+from .snapshot_reading import peek_published
 from .watcher import ConfigWatcher
 
 log = logging.getLogger("celery_config_sync.live")

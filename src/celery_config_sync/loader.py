@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
@@ -19,8 +19,10 @@ from .connection import make_client, redacted
 from .counters import parse_counter
 from .environment import Environment
 from .errors import CeleryConfigError, NoConfigAvailable, RedisAccessDenied
-from .fallback_files import holds, read_file, render, write_with_digest
-from .redis_layout import Published, Snapshot, decode_snapshot, read_snapshot
+from .fallback_files import holds, read_digest, read_file, render, write_digest, write_with_digest
+from .snapshot_decoding import Decoded, Published, decode_snapshot
+from .snapshot_reading import Snapshot, read_snapshot
+from .validated_content import ValidatedContent
 
 log = logging.getLogger("celery_config_sync.loader")
 
@@ -36,6 +38,8 @@ class LoadedConfig:
     sha256: str
     source: str  # one of SOURCES
     meta: dict[str, Any] = field(default_factory=dict)
+    # What the rules accepted (a load from Redis), recorded beside last-known-good.
+    validated: ValidatedContent | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def settings(self) -> dict[str, Any]:
@@ -46,7 +50,7 @@ class LoadedConfig:
     @classmethod
     def from_published(cls, published: Published) -> LoadedConfig:
         return cls(published.document, published.version, published.sha256, "redis",
-                   published.meta)
+                   published.meta, published.validated)
 
     def summary(self) -> dict[str, Any]:
         return {"source": self.source, "version": self.version, "sha256": self.sha256,
@@ -58,7 +62,9 @@ class RedisReader:
     """Reads the published config in one round trip; decoding is memoized on the exact bytes.
 
     Identical bytes always decode to the identical result, so re-reading an unchanged config
-    costs one round trip and a comparison, not a re-parse.
+    costs one round trip and a comparison, not a re-parse; a new version is decoded from the
+    last one (snapshot_decoding.decode_snapshot's ``previous``): only the fields whose bytes
+    changed are parsed and validated again.
     """
 
     def __init__(self, client: redis.Redis, namespace: str, *,
@@ -66,7 +72,7 @@ class RedisReader:
         self.client = client
         self.namespace = namespace
         self.allow = allow  # unsafe settings this process accepts (CELERY_CONFIG_ALLOW_UNSAFE)
-        self._last: tuple[Snapshot, Published] | None = None
+        self._last: Decoded | None = None
         self.last_snapshot: Snapshot | None = None  # what the last read found, even if invalid
 
     def last_seen(self) -> tuple[int | None, str | None]:
@@ -78,13 +84,16 @@ class RedisReader:
         sha = snapshot.meta.get(b"sha256", b"").decode(errors="replace")
         return parse_counter(version), sha or None
 
-    def load(self) -> Published:
+    def load(self, trusted: ValidatedContent | None = None) -> Published:
+        """The published config; ``trusted``: a record of content validated before (the
+        digest beside last-known-good), see decode_snapshot."""
         snapshot = read_snapshot(self.client, self.namespace)
         self.last_snapshot = snapshot
-        if self._last is not None and self._last[0] == snapshot:
-            return self._last[1]
-        published = decode_snapshot(snapshot, allow=self.allow)
-        self._last = (snapshot, published)
+        if self._last is not None and self._last.snapshot == snapshot:
+            return self._last.published
+        published = decode_snapshot(snapshot, allow=self.allow, trusted=trusted,
+                                    previous=self._last)
+        self._last = Decoded(snapshot, published)
         return published
 
 
@@ -111,15 +120,13 @@ def load_config(env: Environment, *, client: redis.Redis | None = None, use_redi
     """
     failures: list[str] = []
     if use_redis:
+        recorded = read_digest(env.fallback_path)
+        trusted = ValidatedContent.from_record(
+            recorded.get("sha256"), recorded.get("validated")) if recorded else None
         log.info("loading the Celery configuration from Redis %s (namespace %s)...",
                  redacted(env.redis_url), env.namespace)
         try:
-            if reader is None:
-                deadline = time.monotonic() + max(env.wait_timeout, 1.0)
-                reader = RedisReader(client or make_client(env.redis_url, retries=1,
-                                                           deadline=deadline), env.namespace,
-                                     allow=env.allow_unsafe)
-            published = reader.load()
+            published = _read_redis(env, client, reader, trusted)
         except RedisAccessDenied.causes as exc:
             raise RedisAccessDenied.from_redis(exc, redacted(env.redis_url)) from None
         except redis.RedisError as exc:
@@ -128,7 +135,7 @@ def load_config(env: Environment, *, client: redis.Redis | None = None, use_redi
             failures.append(f"redis: {exc}")
         else:
             loaded = LoadedConfig.from_published(published)
-            remember(env.fallback_path, loaded)
+            remember(env.fallback_path, loaded, recorded=recorded)
             return _announce(loaded)
         log.warning("%s", failures[-1])
 
@@ -146,17 +153,44 @@ def load_config(env: Environment, *, client: redis.Redis | None = None, use_redi
     raise NoConfigAvailable("no Celery configuration available: " + "; ".join(failures))
 
 
-def remember(path: str, loaded: LoadedConfig, *, check_existing: bool = True) -> None:
+def _read_redis(env: Environment, client: redis.Redis | None, reader: RedisReader | None,
+                trusted: ValidatedContent | None) -> Published:
+    """The Redis link: the caller's reader, else a reader on the caller's client, else on a
+    client of this call alone (closed when done, not left to the garbage collector)."""
+    if reader is not None:
+        return reader.load(trusted)
+    if client is not None:
+        return RedisReader(client, env.namespace, allow=env.allow_unsafe).load(trusted)
+    deadline = time.monotonic() + max(env.wait_timeout, 1.0)
+    own = make_client(env.redis_url, retries=1, deadline=deadline)
+    try:
+        return RedisReader(own, env.namespace, allow=env.allow_unsafe).load(trusted)
+    finally:
+        own.close()
+
+
+def remember(path: str, loaded: LoadedConfig, *, check_existing: bool = True,
+             recorded: dict[str, Any] | Literal[False] | None = False) -> None:
     """Write last-known-good, unless it already holds this version and sha256 (spare the SD
     card). The check is the digest beside the file and one hash of its bytes, not a parse
-    (fallback_files.holds); a file found wrong there is written again. ``check_existing=False``:
-    the caller knows the file holds something else (a live apply)."""
-    if check_existing and holds(path, version=loaded.version, sha256=loaded.sha256):
-        return
+    (fallback_files.holds); a file found wrong there is written again. A file found right
+    whose digest lacks this load's validation record gets its digest alone written again.
+    ``check_existing=False``: the caller knows the file holds something else (a live apply).
+    ``recorded``: the digest as the caller read it already."""
+    validated = loaded.validated.record() if loaded.validated is not None else None
     try:
+        if check_existing:
+            if recorded is False:
+                recorded = read_digest(path)
+            if holds(path, version=loaded.version, sha256=loaded.sha256, recorded=recorded):
+                assert recorded
+                if validated is not None and recorded.get("validated") != validated:
+                    write_digest(path, version=loaded.version, sha256=loaded.sha256,
+                                 file_sha256=recorded["file_sha256"], validated=validated)
+                return
         write_with_digest(path, render(loaded.document, version=loaded.version,
                                        meta={**loaded.meta, "sha256": loaded.sha256}),
-                          version=loaded.version, sha256=loaded.sha256)
+                          version=loaded.version, sha256=loaded.sha256, validated=validated)
     except OSError as exc:  # a read-only or full disk must not stop a service that has its config
         log.warning("cannot write last-known-good %s: %s", path, exc)
 

@@ -19,7 +19,7 @@ from .fleet import consumed_queues, problems, scan_fleet
 from .loader import RedisReader
 from .queue_coverage import coverage, declared_queues, unconsumed
 from .queue_depth import priority_steps, queue_depths
-from .redis_layout import Published
+from .snapshot_decoding import Published
 
 
 def status_report(reader: RedisReader, *, broker: redis.Redis | None = None,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -209,25 +211,43 @@ def option_type(setting: str) -> str | None:
     return kind if isinstance(kind, str) else kind.__name__
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """What a new version shares with one validated before under the same ``allow`` (a live
+    re-read): ``kept``, section -> the keys whose stored bytes are unchanged, hence valid on
+    their own still; ``queues``, the queue names it declared, which every route is checked
+    against."""
+
+    kept: Mapping[str, AbstractSet[str]]
+    queues: AbstractSet[str]
+
+
 def validate(document: ConfigDocument, canonical: bytes | None = None, *,
              allow: frozenset[str] = frozenset(),
-             field_sizes: Mapping[str, Mapping[str, int]] | None = None) -> None:
+             field_sizes: Mapping[str, Mapping[str, int]] | None = None,
+             baseline: Baseline | None = None) -> None:
     """Raise :class:`InvalidConfig` naming the first offending key; return None when valid.
 
     ``canonical`` is the document's canonical JSON when the caller already has it (a load
     hashes it anyway): sizes and the secret screen then cost one pass over those bytes.
     ``allow``: the unsafe settings the validating process accepts (CELERY_CONFIG_ALLOW_UNSAFE
-    in its own environment). ``field_sizes``: section -> key -> size of its canonical JSON,
-    when the caller has them (a load reads the fields as stored), so as not to re-encode them.
+    in its own environment). ``field_sizes``: section -> key -> size of its canonical JSON, for
+    the fields larger than a field may be, when the caller knows them (a load reads the fields
+    as stored): every field it does not list is within the limit, and nothing is re-encoded.
+    ``baseline``: the entries that need no second look (see :class:`Baseline`); the first
+    problem is the one a full validation finds, as the entries skipped passed every rule that
+    looks at an entry alone.
     """
-    found = problems(document, canonical, allow=allow, field_sizes=field_sizes)
+    found = problems(document, canonical, allow=allow, field_sizes=field_sizes,
+                     baseline=baseline)
     if found:
         raise found[0]
 
 
 def problems(document: ConfigDocument, canonical: bytes | None = None, *,
              allow: frozenset[str] = frozenset(),
-             field_sizes: Mapping[str, Mapping[str, int]] | None = None) -> list[InvalidConfig]:
+             field_sizes: Mapping[str, Mapping[str, int]] | None = None,
+             baseline: Baseline | None = None) -> list[InvalidConfig]:
     """Every problem of ``document``, one per offending entry, in a stable order (sorted: the
     same keys whatever order Redis returned the hash fields in), secrets first."""
     if document.is_empty():
@@ -245,21 +265,29 @@ def problems(document: ConfigDocument, canonical: bytes | None = None, *,
     check(_check_sizes, document, len(text), field_sizes)
     if found:
         return found  # too big to walk: that is the one problem to fix first
+    sections = document.sections()
+    if baseline is not None:
+        # Every route is checked against the declared queues: again when those changed.
+        kept = {**baseline.kept, "routes": baseline.kept.get("routes", set()) if (
+            baseline.queues == document.queues.keys()) else set()}
+        sections = {name: {k: v for k, v in entries.items() if k not in kept.get(name, ())}
+                    for name, entries in sections.items()}
+        text = canonical_json(sections).encode()  # the entries to screen for secrets
     if SECRET_WORD_SCREEN.search(text.lower()) or URL_PASSWORD_SCREEN.search(text):
         # secrets first: the gravest finding
-        for section, entries in document.sections().items():
+        for section, entries in sections.items():
             for key, value in sorted(entries.items()):
                 check(_check_no_secret, entry_name(section, key), key, value)
-    for name, queue in sorted(document.queues.items()):
+    for name, queue in sorted(sections["queues"].items()):
         check(_check_queue, name, queue)
-    for pattern, route in sorted(document.routes.items()):
+    for pattern, route in sorted(sections["routes"].items()):
         check(_check_route, pattern, route, document.queues)
-    for setting, value in sorted(document.base.items()):
+    for setting, value in sorted(sections["base"].items()):
         before = len(found)
         check(_check_setting, setting, value)
         if len(found) == before:
             check(_check_safe, setting, value, allow)
-    for key, value in sorted(document.app.items()):
+    for key, value in sorted(sections["app"].items()):
         check(_check_app_key, key, value)
     found.extend(_beat_route_problems(document.base.get("beat_schedule"), document.queues))
     default_queue = document.base.get("task_default_queue")
@@ -289,8 +317,11 @@ def _check_sizes(document: ConfigDocument, total: int,
             raise InvalidConfig(section, f"{len(entries)} entries, more than {LIMITS[section]}")
         if total <= LIMITS["field_bytes"]:
             continue  # no field can be larger than the whole
+        known = field_sizes.get(section, {}) if field_sizes is not None else None
+        if known is not None and not known:
+            continue  # the caller knows every field of this section is within the limit
         for key, value in entries.items():
-            size = (field_sizes[section][key] if field_sizes is not None
+            size = (known.get(key, 0) if known is not None
                     else len(canonical_json(value).encode()))
             if size > LIMITS["field_bytes"]:
                 raise InvalidConfig(entry_name(section, key),

@@ -11,7 +11,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from .connection import make_client, redacted
 from .errors import RedisAccessDenied
-from .redis_layout import Keys
+from .redis_keys import Keys
 
 log = logging.getLogger("celery_config_sync.wait")
 

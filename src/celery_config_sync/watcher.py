@@ -29,7 +29,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from .connection import make_client, redacted
 from .errors import CeleryConfigError, InvalidConfig, is_wrong_type
-from .redis_layout import Keys
+from .redis_keys import Keys
 
 log = logging.getLogger("celery_config_sync.watcher")
 
@@ -161,7 +161,7 @@ class ConfigWatcher(Generic[T]):
         try:
             found = self.read()
         except redis.ResponseError as exc:
-            # WRONGTYPE is corrupt content (the readers of redis_layout already say so, naming
+            # WRONGTYPE is corrupt content (snapshot_reading's readers already say so, naming
             # the key): never report it as an unreachable Redis.
             self.on_failure(InvalidConfig("Redis content", f"corrupt data: wrong Redis type "
                                                            f"({exc})")

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from celery_config_sync.redis_layout import publish
+from celery_config_sync.publishing import publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer
 from tests.figures import figure

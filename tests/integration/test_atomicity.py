@@ -6,7 +6,7 @@ import threading
 
 from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.loader import RedisReader
-from celery_config_sync.redis_layout import publish
+from celery_config_sync.publishing import publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer
 

@@ -10,7 +10,7 @@ from celery_config_sync.celery_app import configure_from_environment
 from celery_config_sync.environment import Environment
 from celery_config_sync.fallback_files import render, write_atomic
 from celery_config_sync.loader import RedisReader
-from celery_config_sync.redis_layout import publish
+from celery_config_sync.publishing import publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer
 

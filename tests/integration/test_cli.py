@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from celery_config_sync.redis_layout import Keys
+from celery_config_sync.redis_keys import Keys
 from tests.conftest import ROOT, SOURCE, RedisServer, free_port
 
 

@@ -11,7 +11,7 @@ import redis
 import redis.utils
 
 from celery_config_sync.connection import make_client
-from celery_config_sync.redis_layout import read_snapshot
+from celery_config_sync.snapshot_reading import read_snapshot
 from tests.conftest import RedisServer
 from tests.figures import figure
 

@@ -10,10 +10,11 @@ import redis
 
 from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.environment import Environment
-from celery_config_sync.errors import NoConfigAvailable
+from celery_config_sync.errors import CeleryConfigError, NoConfigAvailable
 from celery_config_sync.fallback_files import render, write_atomic
-from celery_config_sync.loader import load_config
-from celery_config_sync.redis_layout import Keys, publish
+from celery_config_sync.loader import RedisReader, load_config
+from celery_config_sync.publishing import publish
+from celery_config_sync.redis_keys import Keys
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, free_port
 from tests.tamper import drop_queue, reseal
@@ -118,6 +119,27 @@ def test_corrupt_redis_falls_down_the_chain(case: str, with_lkg: bool, env: Envi
         assert loaded.document == SNAPSHOT_DOCUMENT
     assert any(logged in r.getMessage() for r in caplog.records), [
         r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS, ids=list(CORRUPTIONS))
+def test_a_reader_that_decoded_the_version_before_refuses_as_a_fresh_one(
+        case: str, redis_client: redis.Redis) -> None:
+    """A live re-read decodes a new version from the last one (only the fields whose bytes
+    changed are parsed and validated again): every corruption is refused with the very line a
+    reader that never saw the version before gives."""
+    publish(redis_client, NS, DOCUMENT, source="test")
+    following = RedisReader(redis_client, NS)
+    following.load()
+    corrupt, needs_reseal, _ = CORRUPTIONS[case]
+    corrupt(redis_client)
+    if needs_reseal:
+        reseal(redis_client)
+    refusals = []
+    for reader in (following, RedisReader(redis_client, NS)):
+        with pytest.raises(CeleryConfigError) as error:
+            reader.load()
+        refusals.append((type(error.value), str(error.value)))
+    assert refusals[0] == refusals[1]
 
 
 def test_fallback_order_redis_then_lkg_then_snapshot_then_error(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from celery_config_sync.redis_layout import publish
+from celery_config_sync.publishing import publish
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer, require
 from tests.figures import figure

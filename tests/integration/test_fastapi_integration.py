@@ -37,7 +37,8 @@ from celery_config_sync.fastapi import (
     config_router,
 )
 from celery_config_sync.fleet import record_key
-from celery_config_sync.redis_layout import Keys, publish
+from celery_config_sync.publishing import publish
+from celery_config_sync.redis_keys import Keys
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer, free_port
 from tests.polling import wait_for

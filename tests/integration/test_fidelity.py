@@ -20,14 +20,11 @@ from celery_config_sync.environment import Environment
 from celery_config_sync.errors import InvalidConfig
 from celery_config_sync.fallback_files import read_file, render, write_atomic
 from celery_config_sync.loader import load_config
-from celery_config_sync.redis_layout import (
-    HASHES,
-    Keys,
-    decode_snapshot,
-    publish,
-    read_snapshot,
-)
+from celery_config_sync.publishing import publish
+from celery_config_sync.redis_keys import HASHES, Keys
 from celery_config_sync.routing import build_routing
+from celery_config_sync.snapshot_decoding import decode_snapshot
+from celery_config_sync.snapshot_reading import read_snapshot
 from celery_config_sync.source import load_source
 from celery_config_sync.value_types import to_json
 from tests.conftest import SOURCE, RedisServer, free_port

@@ -25,7 +25,7 @@ from celery import Celery
 from celery_config_sync.environment import Environment
 from celery_config_sync.fallback_files import render, write_atomic
 from celery_config_sync.loader import LoadedConfig, load_config
-from celery_config_sync.redis_layout import publish
+from celery_config_sync.publishing import publish
 from celery_config_sync.source import load_source, module_settings
 from tests.conftest import RedisServer, free_port
 from tests.integration.test_cli import error_line, run

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from celery_config_sync.fleet import MAX_FIELD_BYTES, RECORD_FIELDS, scan_fleet, write_record
-from celery_config_sync.redis_layout import publish
+from celery_config_sync.publishing import publish
 from celery_config_sync.source import load_source
 from tests.conftest import ROOT, SOURCE, RedisServer
 

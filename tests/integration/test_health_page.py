@@ -18,7 +18,8 @@ import redis
 
 from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.fleet import record_key
-from celery_config_sync.redis_layout import Keys, publish
+from celery_config_sync.publishing import publish
+from celery_config_sync.redis_keys import Keys
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer, require
 from tests.polling import wait_for

@@ -18,8 +18,11 @@ from hypothesis import strategies as st
 from celery_config_sync.codec import ConfigDocument, canonical_json
 from celery_config_sync.errors import InvalidConfig, NotInHistory
 from celery_config_sync.history import list_history, read_version, rollback
+from celery_config_sync.history_policy import HistoryLimits
 from celery_config_sync.loader import RedisReader
-from celery_config_sync.redis_layout import HistoryLimits, Keys, clear, publish, read_snapshot
+from celery_config_sync.publishing import clear, publish
+from celery_config_sync.redis_keys import Keys
+from celery_config_sync.snapshot_reading import read_snapshot
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer
 from tests.integration.test_cli import error_line, run, snapshot_of

@@ -17,9 +17,14 @@ from celery_config_sync.codec import ConfigDocument, canonical_json
 from celery_config_sync.environment import Environment
 from celery_config_sync.fallback_files import DIGEST_FORMAT, digest_path, render, write_atomic
 from celery_config_sync.loader import load_config
-from celery_config_sync.redis_layout import publish
+from celery_config_sync.publishing import publish
+from celery_config_sync.redis_keys import Keys
+from celery_config_sync.snapshot_reading import read_snapshot
 from celery_config_sync.source import load_source
+from celery_config_sync.strict_fields import concatenate
+from celery_config_sync.validated_content import rules_fingerprint
 from tests.conftest import SOURCE, free_port
+from tests.tamper import reseal
 
 pytestmark = pytest.mark.integration
 NS = "celery_config"
@@ -49,8 +54,11 @@ def identity(path: str) -> tuple[int, int]:
 def assert_digest_matches(env: Environment, version: int) -> None:
     body = Path(env.fallback_path).read_bytes()
     recorded = json.loads(digest_path(env.fallback_path).read_text())
+    layout = concatenate(read_snapshot(redis.Redis.from_url(env.redis_url), NS).hashes).layout
     assert recorded == {"format": DIGEST_FORMAT, "version": version, "sha256": DOCUMENT.sha256,
-                        "file_sha256": hashlib.sha256(body).hexdigest()}
+                        "file_sha256": hashlib.sha256(body).hexdigest(),
+                        "validated": {"layout": layout, "allow": [],
+                                      "release": rules_fingerprint()}}
     assert json.loads(body)["sha256"] == DOCUMENT.sha256
 
 
@@ -141,3 +149,74 @@ def test_a_new_version_writes_the_file_and_its_digest(env: Environment,
     assert (recorded["version"], recorded["sha256"]) == (2, SNAPSHOT_DOCUMENT.sha256)
     assert recorded["file_sha256"] == hashlib.sha256(
         Path(env.fallback_path).read_bytes()).hexdigest()
+
+
+# The record of validated content (validated_content.py): a load that finds Redis holding the
+# very fields this release validated skips their second validation; anything else is decoded
+# and validated in full, exactly as without a record.
+
+
+def test_the_same_text_split_into_other_fields_is_refused_despite_the_record(
+        env: Environment, redis_client: redis.Redis) -> None:
+    """One field holding two (the same text, hence the same sha256, no reseal needed): the
+    layout differs from the record's, the field is parsed on its own and refused."""
+    publish(redis_client, NS, DOCUMENT, source="test")
+    assert load_config(env).source == "redis"  # writes the record
+    base = Keys(NS).base
+    first, second = sorted(redis_client.hkeys(base))[:2]
+    merged = (redis_client.hget(base, first) + b',"' + second + b'":'
+              + redis_client.hget(base, second))
+    redis_client.hset(base, first, merged)
+    redis_client.hdel(base, second)
+    assert concatenate(read_snapshot(redis_client, NS).hashes).canonical == (
+        DOCUMENT.canonical().encode())
+    loaded = load_config(env)
+    assert (loaded.source, loaded.document) == ("last-known-good", DOCUMENT)
+
+
+def test_a_record_made_allowing_an_unsafe_setting_vouches_for_nothing_without_it(
+        env: Environment, redis_client: redis.Redis) -> None:
+    """Validated allowing task_serializer=pickle; the same content, loaded by a process that
+    does not allow it, is validated again and refused (last-known-good too: the snapshot)."""
+    unsafe = ConfigDocument(DOCUMENT.queues, DOCUMENT.routes,
+                            {**DOCUMENT.base, "task_serializer": "pickle"})
+    allowing = Environment(**{**env.__dict__, "allow_unsafe": frozenset({"task_serializer"})})
+    publish(redis_client, NS, unsafe, source="test", allow=allowing.allow_unsafe)
+    assert load_config(allowing).document == unsafe
+    assert json.loads(digest_path(env.fallback_path).read_text())["validated"]["allow"] == [
+        "task_serializer"]
+    loaded = load_config(env)
+    assert (loaded.source, loaded.document) == ("snapshot", SNAPSHOT_DOCUMENT)
+    assert load_config(allowing).source == "redis"
+
+
+def test_a_record_of_another_release_vouches_for_nothing(env: Environment,
+                                                         redis_client: redis.Redis) -> None:
+    """Content this release refuses (a setting of the wrong type, resealed), with a record
+    that says another release accepted exactly these fields: validated again, refused."""
+    publish(redis_client, NS, DOCUMENT, source="test")
+    load_config(env)
+    redis_client.hset(Keys(NS).base, "worker_prefetch_multiplier", b'"four"')
+    sha = reseal(redis_client)
+    layout = concatenate(read_snapshot(redis_client, NS).hashes).layout
+    digest = digest_path(env.fallback_path)
+    recorded = json.loads(digest.read_text())
+    digest.write_text(json.dumps({**recorded, "sha256": sha, "validated": {
+        "layout": layout, "allow": [], "release": "another release"}}))
+    assert load_config(env).source == "last-known-good"
+
+
+def test_a_restart_rewrites_a_record_of_another_release_and_nothing_else(
+        env: Environment, redis_client: redis.Redis) -> None:
+    """The first start of a new release validates in full and records it in the digest alone:
+    the file (fsynced, an SD card's write) is left as it is."""
+    publish(redis_client, NS, DOCUMENT, source="test")
+    load_config(env)
+    digest = digest_path(env.fallback_path)
+    recorded = json.loads(digest.read_text())
+    digest.write_text(json.dumps({**recorded, "validated": {**recorded["validated"],
+                                                            "release": "another release"}}))
+    before = identity(env.fallback_path)
+    assert load_config(env).source == "redis"
+    assert identity(env.fallback_path) == before
+    assert_digest_matches(env, 1)

@@ -23,7 +23,8 @@ from kombu import Exchange, Queue
 
 from celery import Celery
 from celery_config_sync.codec import ConfigDocument, canonical_json, queue_to_dict
-from celery_config_sync.redis_layout import Keys, publish
+from celery_config_sync.publishing import publish
+from celery_config_sync.redis_keys import Keys
 from celery_config_sync.source import load_source
 from tests.conftest import ROOT, SOURCE, RedisServer, require
 from tests.figures import figure

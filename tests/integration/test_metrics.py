@@ -21,8 +21,9 @@ from celery_config_sync.environment import Environment
 from celery_config_sync.live_config import LiveConfig
 from celery_config_sync.loader import LoadedConfig, remember
 from celery_config_sync.metrics import ServiceMetrics, broker_client
+from celery_config_sync.publishing import publish
 from celery_config_sync.queue_depth import list_keys, priority_steps, queue_depths
-from celery_config_sync.redis_layout import Keys, publish
+from celery_config_sync.redis_keys import Keys
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer, free_port
 from tests.figures import figure

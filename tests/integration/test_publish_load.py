@@ -8,7 +8,8 @@ import redis
 from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.environment import Environment
 from celery_config_sync.loader import RedisReader, load_config
-from celery_config_sync.redis_layout import Keys, publish
+from celery_config_sync.publishing import publish
+from celery_config_sync.redis_keys import Keys
 from celery_config_sync.source import load_source
 from tests.conftest import SOURCE, RedisServer
 

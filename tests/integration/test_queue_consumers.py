@@ -27,7 +27,7 @@ from kombu import Exchange, Queue
 from celery import Celery
 from celery_config_sync.codec import ConfigDocument, queue_to_dict
 from celery_config_sync.fleet import delete_record, write_record
-from celery_config_sync.redis_layout import publish
+from celery_config_sync.publishing import publish
 from celery_config_sync.source import load_source
 from tests.conftest import ROOT, SOURCE, RedisServer, require
 from tests.figures import figure

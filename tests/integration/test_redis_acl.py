@@ -21,7 +21,8 @@ import redis
 from celery_config_sync.beat import BeatLock
 from celery_config_sync.codec import ConfigDocument
 from celery_config_sync.history import list_history, read_version
-from celery_config_sync.redis_layout import Keys, clear, publish
+from celery_config_sync.publishing import clear, publish
+from celery_config_sync.redis_keys import Keys
 from celery_config_sync.source import load_source
 from tests.conftest import ROOT, SOURCE, require
 from tests.figures import figure

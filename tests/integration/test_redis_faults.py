@@ -35,7 +35,8 @@ from celery_config_sync.environment import Environment
 from celery_config_sync.errors import InvalidConfig, RedisAccessDenied
 from celery_config_sync.live_config import LiveConfig
 from celery_config_sync.loader import RedisReader, load_config
-from celery_config_sync.redis_layout import Keys, peek_published
+from celery_config_sync.redis_keys import Keys
+from celery_config_sync.snapshot_reading import peek_published
 from celery_config_sync.watcher import ConfigWatcher
 from tests.conftest import ROOT, RedisServer, require
 from tests.figures import figure

@@ -20,7 +20,9 @@ from kombu import Exchange, Queue
 from celery_config_sync.codec import ConfigDocument, queue_to_dict
 from celery_config_sync.errors import InvalidConfig
 from celery_config_sync.fallback_files import read_file, render, write_atomic
-from celery_config_sync.redis_layout import decode_snapshot, publish, read_snapshot
+from celery_config_sync.publishing import publish
+from celery_config_sync.snapshot_decoding import decode_snapshot
+from celery_config_sync.snapshot_reading import read_snapshot
 from celery_config_sync.validation import validate
 from celery_config_sync.value_types import to_json
 

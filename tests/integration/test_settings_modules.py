@@ -22,7 +22,7 @@ from celery import Celery
 from celery_config_sync.celery_forms import DEPLOYMENT_SETTINGS
 from celery_config_sync.codec import STRUCTURED_SETTINGS
 from celery_config_sync.loader import LoadedConfig
-from celery_config_sync.redis_layout import Keys
+from celery_config_sync.redis_keys import Keys
 from celery_config_sync.validation import celery_options
 from tests.conftest import RedisServer
 from tests.integration.test_cli import run, write_source

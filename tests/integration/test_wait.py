@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from celery_config_sync.redis_layout import publish
+from celery_config_sync.publishing import publish
 from celery_config_sync.source import load_source
 from celery_config_sync.waiting import wait_for_redis, wait_for_version
 from tests.conftest import SOURCE, RedisServer, free_port

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from kombu import Exchange, Queue, binding
 
 from celery_config_sync.codec import ConfigDocument, canonical_json, queue_from_dict, queue_to_dict
-from celery_config_sync.redis_layout import _json_string
 from celery_config_sync.source import load_source
+from celery_config_sync.strict_fields import json_string
 from celery_config_sync.value_types import from_json, to_json
 from tests.conftest import SOURCE
 
@@ -84,7 +84,7 @@ def test_the_order_of_queues_and_routes_is_configuration(document: ConfigDocumen
 def test_the_fast_key_quoting_of_load_is_canonical_json(key: str) -> None:
     """decode_snapshot rebuilds the canonical text with the encoder's C quoting: it must be the
     canonical form of any key whatsoever, or a sha256 check would fail on valid content."""
-    assert _json_string(key) == canonical_json(key)
+    assert json_string(key) == canonical_json(key)
 
 
 @pytest.mark.parametrize("value", [

@@ -21,7 +21,7 @@ from celery_config_sync.codec import (
 from celery_config_sync.environment import Environment
 from celery_config_sync.errors import CeleryConfigError, InvalidConfig
 from celery_config_sync.history import decode_version
-from celery_config_sync.redis_layout import HistoryLimits
+from celery_config_sync.history_policy import HistoryLimits
 from celery_config_sync.value_types import to_json
 from tests.tamper import history_record
 
