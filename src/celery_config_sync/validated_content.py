@@ -33,8 +33,8 @@ import celery
 # validation and everything they import of this library (tests/unit/test_validated_content.py
 # checks this table against the import graph), and this module.
 RULE_MODULES = ("codec", "counters", "errors", "redis_keys", "snapshot_decoding",
-                "snapshot_reading", "strict_fields", "validated_content", "validation",
-                "value_types")
+                "snapshot_reading", "strict_fields", "terminal_text", "validated_content",
+                "validation", "value_types")
 
 
 @cache
