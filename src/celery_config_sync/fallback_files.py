@@ -2,11 +2,13 @@
 and the snapshot (exported from the source at image build time). Same JSON format for both.
 
 Last-known-good has a small digest file beside it (:func:`digest_path`): what it holds
-(version, sha256) and the sha256 of its bytes, so that a load finds it up to date by hashing
-it, without parsing and validating it again; and the record of the validation that accepted
-that content (celery_config_sync.validated_content), which spares the next load from Redis a
-second validation of the same stored fields. The digest never vouches for the file: it is
-still parsed, hash-checked and validated whenever it is used.
+(version, sha256), the sha256 of its bytes and the file's stamp (:func:`file_stamp`: that
+sha256 and the inode, size, modification and change times the file had once written), so that
+a load finds it up to date by one ``stat``, without reading it (by hashing its bytes when the
+stamp differs: a copied or touched file); and the record of the validation that accepted that
+content (celery_config_sync.validated_content), which spares the next load from Redis a second
+validation of the same stored fields. The digest never vouches for the file: it is still
+parsed, hash-checked and validated whenever it is used.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ def render(document: ConfigDocument, *, version: int, meta: dict[str, str]) -> s
 
 
 def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644, *,
-                 durable: bool = True) -> None:
+                 durable: bool = True) -> os.stat_result | None:
     """Temp file in the same directory, fsync, rename: a reader sees the old file or the new.
+    Returns the file's ``stat`` once renamed, or None when another writer replaced it already.
 
     ``mode`` defaults to world-readable: validation keeps secrets out of the config, and a
     snapshot exported at image build time is read by the services' unprivileged user.
@@ -53,6 +56,7 @@ def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644, *,
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)  # mkstemp creates 0600
+        inode = os.fstat(fd).st_ino
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -63,13 +67,27 @@ def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644, *,
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    if not durable:
-        return
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # After the rename, which sets the change time; an inode that is not ours is another
+    # writer's file: its stat stamps nothing of ours.
+    written = os.stat(target)
+    if durable:
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return written if written.st_ino == inode else None
+
+
+def file_stamp(file_sha256: str, stat: os.stat_result) -> str:
+    """The file whose bytes hash to ``file_sha256``, as it stood at ``stat``: any write, rename,
+    truncation, ``chmod`` or ``touch`` since changes its inode, size or change time (which no
+    call sets to a chosen value), so a stamp still equal means those very bytes, without reading
+    them. Bit rot under the file system goes unseen by a stamp, as it does by the digest of a
+    file that is not read: the file is checked whole when it is used. The sha256 is part of the
+    stamp, so that a digest whose ``file_sha256`` was changed since does not match either."""
+    return (f"{file_sha256}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:"
+            f"{stat.st_ctime_ns}")
 
 
 def digest_path(path: str | os.PathLike[str]) -> Path:
@@ -89,16 +107,22 @@ def write_with_digest(path: str | os.PathLike[str], text: str, *, version: int,
     The file is durable (fsynced) before its digest is written, and the digest is not fsynced:
     whatever a power cut leaves of it (nothing, an empty file, the previous digest) fails to
     match and costs one more write, never a wrong skip; an SD card is spared two fsyncs."""
-    write_atomic(path, text)
-    write_digest(path, version=version, sha256=sha256,
-                 file_sha256=hashlib.sha256(text.encode()).hexdigest(), validated=validated)
+    written = write_atomic(path, text)
+    file_sha256 = hashlib.sha256(text.encode()).hexdigest()
+    write_digest(path, version=version, sha256=sha256, file_sha256=file_sha256,
+                 stamp=file_stamp(file_sha256, written) if written is not None else None,
+                 validated=validated)
 
 
 def write_digest(path: str | os.PathLike[str], *, version: int, sha256: str, file_sha256: str,
-                 validated: dict[str, Any] | None = None) -> None:
-    """The digest beside ``path`` alone (not fsynced: see :func:`write_with_digest`)."""
+                 stamp: str | None, validated: dict[str, Any] | None = None) -> None:
+    """The digest beside ``path`` alone (not fsynced: see :func:`write_with_digest`).
+    ``stamp``: the file's (:func:`file_stamp`); None (unknown) leaves it out: the next load
+    hashes the file's bytes instead."""
     record: dict[str, Any] = {"format": DIGEST_FORMAT, "version": version, "sha256": sha256,
                               "file_sha256": file_sha256}
+    if stamp is not None:
+        record["file_stamp"] = stamp
     if validated is not None:
         record["validated"] = validated
     write_atomic(digest_path(path), canonical_json(record) + "\n", durable=False)
@@ -118,22 +142,42 @@ def read_digest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 def holds(path: str | os.PathLike[str], *, version: int, sha256: str,
           recorded: dict[str, Any] | Literal[False] | None = False) -> bool:
     """True when ``path`` holds version ``version`` with content ``sha256``, as its digest says
-    and its bytes confirm; False whenever that is not certain (no digest or no file, either
-    unreadable, a digest of another version or content, or of other bytes): then the caller
-    writes the file again, it never skips a write it needed. ``recorded``: the digest as the
-    caller read it already (:func:`read_digest`), else it is read here."""
+    and the file confirms (:func:`held_stamp`); False whenever that is not certain: then the
+    caller writes the file again, it never skips a write it needed."""
+    return held_stamp(path, version=version, sha256=sha256, recorded=recorded) is not None
+
+
+def held_stamp(path: str | os.PathLike[str], *, version: int, sha256: str,
+               recorded: dict[str, Any] | Literal[False] | None = False) -> str | None:
+    """The file's stamp now (:func:`file_stamp`) when ``path`` holds version ``version`` with
+    content ``sha256`` as its digest says; None whenever that is not certain (no digest or no
+    file, either unreadable, a digest of another version or content, or of other bytes).
+
+    The file confirms it by its stamp when the digest's is still the file's (one ``stat``, the
+    common case: the file written by the last load); else by the sha256 of its bytes (a file
+    copied, restored or touched, a digest without a stamp): then the stamp returned differs
+    from the digest's, and the caller writes the digest again, not the file. ``recorded``: the
+    digest as the caller read it already (:func:`read_digest`), else it is read here."""
     if recorded is False:
         recorded = read_digest(path)
-    if recorded is None:
-        return False
-    try:
-        body = Path(path).read_bytes()
-    except OSError:
-        return False
-    return (recorded.get("format") == DIGEST_FORMAT
+    if not (recorded is not None and recorded.get("format") == DIGEST_FORMAT
             and type(recorded.get("version")) is int and recorded["version"] == version
-            and recorded.get("sha256") == sha256
-            and recorded.get("file_sha256") == hashlib.sha256(body).hexdigest())
+            and recorded.get("sha256") == sha256):
+        return None
+    file_sha256 = recorded.get("file_sha256")
+    if not isinstance(file_sha256, str):
+        return None
+    try:
+        stat = os.stat(path)
+        stamp = file_stamp(file_sha256, stat)
+        if recorded.get("file_stamp") == stamp:
+            return stamp
+        with open(path, "rb") as handle:  # doubt: the bytes decide
+            body = handle.read()
+            stamp = file_stamp(file_sha256, os.fstat(handle.fileno()))
+    except OSError:
+        return None
+    return stamp if hashlib.sha256(body).hexdigest() == file_sha256 else None
 
 
 def read_file(path: str | os.PathLike[str], *, allow: frozenset[str] = frozenset(),

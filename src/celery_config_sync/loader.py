@@ -19,7 +19,14 @@ from .connection import make_client, redacted
 from .counters import parse_counter
 from .environment import Environment
 from .errors import CeleryConfigError, NoConfigAvailable, RedisAccessDenied
-from .fallback_files import holds, read_digest, read_file, render, write_digest, write_with_digest
+from .fallback_files import (
+    held_stamp,
+    read_digest,
+    read_file,
+    render,
+    write_digest,
+    write_with_digest,
+)
 from .snapshot_decoding import Decoded, Published, decode_snapshot
 from .snapshot_reading import Snapshot, read_snapshot
 from .validated_content import ValidatedContent
@@ -172,9 +179,10 @@ def _read_redis(env: Environment, client: redis.Redis | None, reader: RedisReade
 def remember(path: str, loaded: LoadedConfig, *, check_existing: bool = True,
              recorded: dict[str, Any] | Literal[False] | None = False) -> None:
     """Write last-known-good, unless it already holds this version and sha256 (spare the SD
-    card). The check is the digest beside the file and one hash of its bytes, not a parse
-    (fallback_files.holds); a file found wrong there is written again. A file found right
-    whose digest lacks this load's validation record gets its digest alone written again.
+    card). The check is the digest beside the file and the file's stamp (one ``stat``), or one
+    hash of its bytes when the stamp changed, never a parse (fallback_files.held_stamp); a file
+    found wrong there is written again. A file found right whose digest lacks this load's
+    validation record or the file's stamp now gets its digest alone written again.
     ``check_existing=False``: the caller knows the file holds something else (a live apply).
     ``recorded``: the digest as the caller read it already."""
     validated = loaded.validated.record() if loaded.validated is not None else None
@@ -182,11 +190,15 @@ def remember(path: str, loaded: LoadedConfig, *, check_existing: bool = True,
         if check_existing:
             if recorded is False:
                 recorded = read_digest(path)
-            if holds(path, version=loaded.version, sha256=loaded.sha256, recorded=recorded):
+            stamp = held_stamp(path, version=loaded.version, sha256=loaded.sha256,
+                               recorded=recorded)
+            if stamp is not None:
                 assert recorded
-                if validated is not None and recorded.get("validated") != validated:
+                if recorded.get("file_stamp") != stamp or (
+                        validated is not None and recorded.get("validated") != validated):
                     write_digest(path, version=loaded.version, sha256=loaded.sha256,
-                                 file_sha256=recorded["file_sha256"], validated=validated)
+                                 file_sha256=recorded["file_sha256"], stamp=stamp,
+                                 validated=validated)
                 return
         write_with_digest(path, render(loaded.document, version=loaded.version,
                                        meta={**loaded.meta, "sha256": loaded.sha256}),

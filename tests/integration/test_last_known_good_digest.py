@@ -1,12 +1,14 @@
 """The digest beside last-known-good (issue 20): a load finds the file up to date by its digest
-and one hash of its bytes instead of parsing it; any doubt (no digest, a stale or corrupt one,
-a file changed under it) writes the file again, never a wrong skip; and a file that is wrong
-is still refused when it is used, whatever its digest says."""
+and the file's stamp (one stat), or one hash of its bytes when the stamp changed, instead of
+parsing it; any doubt (no digest, a stale or corrupt one, a file changed under it) writes the
+file again, never a wrong skip; and a file that is wrong is still refused when it is used,
+whatever its digest says."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +17,13 @@ import redis
 
 from celery_config_sync.codec import ConfigDocument, canonical_json
 from celery_config_sync.environment import Environment
-from celery_config_sync.fallback_files import DIGEST_FORMAT, digest_path, render, write_atomic
+from celery_config_sync.fallback_files import (
+    DIGEST_FORMAT,
+    digest_path,
+    file_stamp,
+    render,
+    write_atomic,
+)
 from celery_config_sync.loader import load_config
 from celery_config_sync.publishing import publish
 from celery_config_sync.redis_keys import Keys
@@ -24,6 +32,7 @@ from celery_config_sync.source import load_source
 from celery_config_sync.strict_fields import concatenate
 from celery_config_sync.validated_content import rules_fingerprint
 from tests.conftest import SOURCE, free_port
+from tests.polling import wait_for
 from tests.tamper import reseal
 
 pytestmark = pytest.mark.integration
@@ -55,8 +64,10 @@ def assert_digest_matches(env: Environment, version: int) -> None:
     body = Path(env.fallback_path).read_bytes()
     recorded = json.loads(digest_path(env.fallback_path).read_text())
     layout = concatenate(read_snapshot(redis.Redis.from_url(env.redis_url), NS).hashes).layout
+    file_sha256 = hashlib.sha256(body).hexdigest()
     assert recorded == {"format": DIGEST_FORMAT, "version": version, "sha256": DOCUMENT.sha256,
-                        "file_sha256": hashlib.sha256(body).hexdigest(),
+                        "file_sha256": file_sha256,
+                        "file_stamp": file_stamp(file_sha256, Path(env.fallback_path).stat()),
                         "validated": {"layout": layout, "allow": [],
                                       "release": rules_fingerprint()}}
     assert json.loads(body)["sha256"] == DOCUMENT.sha256
@@ -72,6 +83,29 @@ def _rewrite_digest(change: Callable[[dict[str, object]], object]) -> Callable[[
 
 def _file(digest: Path) -> Path:
     return digest.with_name(digest.name.removesuffix(".digest"))
+
+
+def _rewrite_in_place_keeping_size_and_times(digest: Path) -> None:
+    """Other content of the same size, written into the same inode, its times set back: only
+    the change time, which no call sets to a chosen value, tells the file changed. A kernel
+    with coarse timestamps (one tick, a few ms) may give it the tick of the load's write, so
+    the write is retried until the change time differs (at once, on a fine-grained kernel)."""
+    path = _file(digest)
+    before = path.stat()
+    body = path.read_bytes()
+    tampered = body.replace(b"\n  \"version\": 1\n", b"\n  \"version\": 2\n")
+    assert tampered != body and len(tampered) == len(body)
+
+    def rewrite() -> bool:
+        with path.open("r+b") as handle:
+            handle.write(tampered)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = path.stat()
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+            before.st_ino, before.st_size, before.st_mtime_ns)
+        return after.st_ctime_ns != before.st_ctime_ns
+
+    wait_for(rewrite, 5, "a change time other than the load's write's")
 
 
 # What can happen to the digest or to the file under it -> the load must write both again.
@@ -94,6 +128,9 @@ DOUBTS: dict[str, Callable[[Path], object]] = {
         _file(digest).read_bytes()[:100]),
     "file reformatted": lambda digest: _file(digest).write_text(
         json.dumps(json.loads(_file(digest).read_text()))),
+    "file rewritten in place, same size and times": _rewrite_in_place_keeping_size_and_times,
+    "digest of another stamp": _rewrite_digest(
+        lambda r: r.update(file_stamp=str(r["file_stamp"]).replace(":", ":1", 1))),
 }
 
 
@@ -105,6 +142,22 @@ def test_an_unchanged_config_is_not_written_again(env: Environment,
     before = identity(env.fallback_path), identity(str(digest_path(env.fallback_path)))
     assert load_config(env).source == "redis"
     assert (identity(env.fallback_path), identity(str(digest_path(env.fallback_path)))) == before
+
+
+def test_a_file_touched_or_copied_back_is_hashed_and_only_its_digest_written(
+        env: Environment, redis_client: redis.Redis) -> None:
+    """The same bytes under another stamp (a touch, a restore from a copy): the stamp is a
+    doubt, the bytes' sha256 settles it, and the SD card gets the digest's write alone."""
+    publish(redis_client, NS, DOCUMENT, source="test")
+    load_config(env)
+    path = Path(env.fallback_path)
+    body = path.read_bytes()
+    path.unlink()
+    path.write_bytes(body)  # a new inode, the same bytes
+    before = identity(env.fallback_path)
+    assert load_config(env).source == "redis"
+    assert identity(env.fallback_path) == before
+    assert_digest_matches(env, 1)
 
 
 @pytest.mark.parametrize("doubt", DOUBTS, ids=list(DOUBTS))
