@@ -198,14 +198,25 @@ def ordered(sections: dict[str, dict[str, Any]], order: Any) -> dict[str, dict[s
         raise InvalidConfig(ORDER_KEY, "must be an object of key lists")
     result = dict(sections)
     for name in ORDERED_SECTIONS:
-        keys = order.get(name, [])
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise InvalidConfig(f"{ORDER_KEY}.{name}", "must be an array of names")
-        if len(keys) != len(set(keys)) or set(keys) != set(sections[name]):
+        keys, section = order.get(name, []), sections[name]
+        if not _lists_exactly(keys, section):
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise InvalidConfig(f"{ORDER_KEY}.{name}", "must be an array of names")
             raise InvalidConfig(f"{ORDER_KEY}.{name}",
-                                f"does not list exactly the {len(sections[name])} {name}")
-        result[name] = {key: sections[name][key] for key in keys}
+                                f"does not list exactly the {len(section)} {name}")
+        result[name] = dict(zip(keys, map(section.__getitem__, keys), strict=True))
     return result
+
+
+def _lists_exactly(keys: Any, section: dict[str, Any]) -> bool:
+    """True when ``keys`` is a list naming every key of ``section`` once (hence only strings:
+    a section's keys are): the common case, checked without a test per key."""
+    if not isinstance(keys, list) or len(keys) != len(section):
+        return False
+    try:
+        return section.keys() == set(keys)
+    except TypeError:  # an unhashable item (a list, an object)
+        return False
 
 
 def _as_queue_list(value: Any, problems: list[InvalidConfig]) -> Iterable[Queue]:

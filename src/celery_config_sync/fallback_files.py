@@ -92,8 +92,13 @@ def file_stamp(file_sha256: str, stat: os.stat_result) -> str:
 
 def digest_path(path: str | os.PathLike[str]) -> Path:
     """The digest file beside ``path``: same directory, ``.digest`` appended."""
-    target = Path(path)
-    return target.with_name(f"{target.name}.digest")
+    return Path(_digest_name(path))
+
+
+def _digest_name(path: str | os.PathLike[str]) -> str:
+    # A string, not a Path: every load reads the digest, and pathlib's parsing costs more than
+    # the read (issue 20).
+    return f"{os.fspath(path)}.digest"
 
 
 def write_with_digest(path: str | os.PathLike[str], text: str, *, version: int,
@@ -130,13 +135,22 @@ def write_digest(path: str | os.PathLike[str], *, version: int, sha256: str, fil
 
 def read_digest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The digest beside ``path`` as a JSON object, or None (absent, unreadable, too large to
-    be one, not a JSON object): never an exception, whatever bytes are there."""
+    be one, not UTF-8, not a JSON object): never an exception, whatever bytes are there."""
     try:
-        with digest_path(path).open("rb") as handle:
-            recorded = json.loads(handle.read(DIGEST_MAX_BYTES + 1))
-    except (OSError, ValueError, RecursionError):
+        fd = os.open(_digest_name(path), os.O_RDONLY)
+        try:
+            raw = os.read(fd, DIGEST_MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+        recorded = _DIGEST_DECODER.decode(raw.decode())
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     return recorded if isinstance(recorded, dict) else None
+
+
+# The decoder's own method on a str: json.loads would detect the encoding of the bytes first
+# (UTF-16, UTF-32), which a digest, written as UTF-8, never needs.
+_DIGEST_DECODER = json.JSONDecoder()
 
 
 def holds(path: str | os.PathLike[str], *, version: int, sha256: str,

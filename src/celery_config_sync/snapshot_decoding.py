@@ -73,7 +73,7 @@ def decode_snapshot(snapshot: Snapshot, *, allow: frozenset[str] = frozenset(),
     if snapshot.version is None:
         raise NotPublished("no configuration published under this namespace (version missing)")
     version = parse_version("version", snapshot.version.decode(errors="replace"))
-    meta = {field_text("meta", k): field_text(f"meta.{k!r}", v) for k, v in snapshot.meta.items()}
+    meta = meta_text(snapshot.meta)
     expected = meta.get("sha256")
     if not expected:
         raise InvalidConfig("meta.sha256", "missing")
@@ -108,6 +108,14 @@ def decode_snapshot(snapshot: Snapshot, *, allow: frozenset[str] = frozenset(),
              baseline=baseline)
     return Published(document, version, expected, meta,
                      ValidatedContent.now(actual, concatenation.layout, allow))
+
+
+def meta_text(meta: Mapping[bytes, bytes]) -> dict[str, str]:
+    """The meta hash as text; a key or value that is not UTF-8 is refused, naming it."""
+    try:
+        return {k.decode(): v.decode() for k, v in meta.items()}
+    except UnicodeDecodeError:  # the slow way, to name what is not UTF-8
+        return {field_text("meta", k): field_text(f"meta.{k!r}", v) for k, v in meta.items()}
 
 
 def _oversized(hashes: Mapping[str, Mapping[bytes, bytes]]) -> dict[str, dict[str, int]]:

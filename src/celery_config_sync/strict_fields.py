@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from .codec import canonical_json
@@ -65,46 +65,63 @@ class Concatenation:
 def concatenate(sections: Mapping[str, Mapping[bytes, bytes]]) -> Concatenation:
     """The canonical document that stored fields make when each is canonical: the sections in
     name order, each field's key quoted and its bytes as stored, keys sorted; and its layout.
-    A key that is not UTF-8 is refused here, naming its hash."""
-    parts, lengths = [], {}
+    A key that is not UTF-8 is refused here, naming its hash.
+
+    Built in one formatting of the whole (every load does it, about 100 fields; 2,000 in a big
+    configuration): a template of every field's place, filled with the keys and the stored
+    bytes, instead of a join per field."""
+    templates: list[bytes] = []
+    pieces: list[bytes] = []
+    lengths: dict[str, list[int]] = {}
     for name in sorted(sections):
         fields = sections[name]
-        items = _plain_items(fields)
-        if items is not None:
-            body = b",".join(map(b'"%s":%s'.__mod__, items))
+        keys = _plain_keys(fields)
+        if keys is not None:
+            values = list(map(fields.__getitem__, keys))
+            field_template = b'"%s":%s'
         else:
-            quoted = sorted((field_text(name, k), v) for k, v in fields.items())
-            items = [(k.encode(), v) for k, v in quoted]  # same order: see _plain_items
-            body = b",".join([json_string(k).encode() + b":" + v for k, v in quoted])
-        parts.append(canonical_json(name).encode() + b":{" + body + b"}")
-        lengths[name] = [len(v) for _, v in items]
+            by_text = sorted((field_text(name, k), k) for k in fields)
+            keys = [json_string(text).encode() for text, _ in by_text]
+            values = [fields[k] for _, k in by_text]
+            field_template = b"%s:%s"  # the key quoted already
+        templates.append(_section_opening(name) + b",".join([field_template] * len(keys))
+                         + b"}")
+        pieces += chain.from_iterable(zip(keys, values, strict=True))
+        lengths[name] = list(map(len, values))
+    canonical = (b"{" + b",".join(templates) + b"}") % tuple(pieces)
     layout = hashlib.sha256(canonical_json(lengths).encode()).hexdigest()
-    return Concatenation(b"{" + b",".join(parts) + b"}", layout)
+    return Concatenation(canonical, layout)
 
 
-# What canonical JSON escapes in a string (json.encoder's ESCAPE, ensure_ascii=False) but the
-# quote, counted apart.
-_ESCAPED = re.compile(rb"[\\\x00-\x1f]")
+def _section_opening(name: str) -> bytes:
+    """``"name":{`` as a template's text (a ``%`` in it doubled: it is no placeholder)."""
+    return canonical_json(name).encode().replace(b"%", b"%%") + b":{"
 
 
-def _plain_items(fields: Mapping[bytes, bytes]) -> list[tuple[bytes, bytes]] | None:
-    """The fields sorted by key, when every key is UTF-8 with nothing canonical JSON escapes
-    (the common case: names of tasks, queues and settings): then a key's quoted form is its
-    bytes between quotes, and sorting by bytes is sorting by text (UTF-8 keeps the order of
-    code points). None otherwise: the caller quotes each key as canonical_json does.
+# What canonical JSON escapes in a string (json.encoder's ESCAPE, ensure_ascii=False): the
+# quote, the backslash and the control characters. The table turns each into a quote, so that
+# counting quotes counts them all, in one pass of C.
+_ESCAPED_TO_QUOTE = bytes(ord('"') if byte < 0x20 or byte in b'"\\' else byte
+                          for byte in range(256))
 
-    One check for all the keys: joined by a quote, which no plain key holds, the text is UTF-8
-    exactly when every key is (a quote cannot continue a multi-byte sequence) and holds no
-    escaped character but the quotes joining them."""
+
+def _plain_keys(fields: Mapping[bytes, bytes]) -> list[bytes] | None:
+    """The keys sorted, when every key is UTF-8 with nothing canonical JSON escapes (the common
+    case: names of tasks, queues and settings): then a key's quoted form is its bytes between
+    quotes, and sorting by bytes is sorting by text (UTF-8 keeps the order of code points).
+    None otherwise: the caller quotes each key as canonical_json does.
+
+    One check for all the keys: joined by a quote, the text is UTF-8 exactly when every key is
+    (a quote cannot continue a multi-byte sequence) and holds nothing escaped but the quotes
+    joining them."""
     joined = b'"'.join(fields)
-    if (joined.count(b'"') != max(len(fields) - 1, 0)
-            or _ESCAPED.search(joined) is not None):
+    if joined.translate(_ESCAPED_TO_QUOTE).count(b'"') != max(len(fields) - 1, 0):
         return None
     try:
         joined.decode()
     except UnicodeDecodeError:
         return None
-    return sorted(fields.items())
+    return sorted(fields)
 
 
 def canonical_from_fields(sections: Mapping[str, Mapping[bytes, bytes]]) -> bytes:
