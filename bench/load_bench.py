@@ -4,7 +4,10 @@ Printed, never asserted (these machines are noisy). Every variant runs in the sa
 against the same redis-server, in rotating blocks (round r starts with the r-th variant), so
 that a slow moment of the machine falls on every variant alike; each figure is the median of
 every call, with its spread: the interquartile range and the range of the per-block medians.
-A ratio is that of the medians, with the range of the same ratio taken round by round.
+A ratio is that of the medians, with the range of the same ratio taken round by round; beside
+it, the ratio of the median CPU time this process spent per call (time.thread_time), which
+leaves out the waits for Redis and for the other jobs of a shared machine (on a loaded one,
+the wall-time ratios swing from run to run, the CPU ratios much less).
 
 Two configurations: ``realistic`` (config/celery/source.py, the demo's) and ``big`` (200
 queues, 2,000 routes, 60 settings: bench/big_config.py, written as a settings module).
@@ -195,6 +198,7 @@ def commands_per_call(admin: redis.Redis, fn: Variant, calls: int,
 class Measured:
     samples: list[float]
     blocks: list[float]  # the median of each block, round by round
+    cpu: list[float]  # this thread's CPU time per call (time.thread_time): no waiting in it
 
     @property
     def p50(self) -> float:
@@ -209,21 +213,23 @@ def measure(table: dict[str, Variant], rounds: int, per_block: int,
             prepare: dict[str, Variant] | None = None) -> dict[str, Measured]:
     """Each variant's calls in rotating blocks; ``prepare``'s (untimed) before each call."""
     names = list(table)
-    results = {name: Measured([], []) for name in names}
+    results = {name: Measured([], [], []) for name in names}
     for fn in table.values():
         fn()  # warm up: imports, first connection, last-known-good written
     for round_index in range(rounds):
         start = round_index % len(names)
         for name in names[start:] + names[:start]:
-            fn, block = table[name], []
+            fn, block, cpu = table[name], [], []
             setup = (prepare or {}).get(name)
             for _ in range(per_block):
                 if setup is not None:
                     setup()  # untimed
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.thread_time()
                 fn()
                 block.append(time.perf_counter() - started)
+                cpu.append(time.thread_time() - cpu_started)
             results[name].samples.extend(block)
+            results[name].cpu.extend(cpu)
             results[name].blocks.append(statistics.median(block))
     return results
 
@@ -243,12 +249,12 @@ def report(case: Case, document_sizes: str, results: dict[str, Measured],
     print(f"\n== {case.name}: {document_sizes}; {rounds} rounds x {case.per_block} calls "
           "per variant")
     print(f"{'variant':<14} {'p50 ms':>8} {'p25-p75 ms':>17} {'block p50s ms':>17} "
-          f"{'commands':>9}")
+          f"{'cpu p50 ms':>10} {'commands':>9}")
     for name, measured in results.items():
         low, high = measured.quartiles()
         print(f"{name:<14} {ms(measured.p50):>8} {ms(low):>8}-{ms(high):<8} "
               f"{ms(min(measured.blocks)):>8}-{ms(max(measured.blocks)):<8} "
-              f"{commands[name]:>9.1f}")
+              f"{ms(statistics.median(measured.cpu)):>10} {commands[name]:>9.1f}")
     targets = [("load_config", "floor", 3.0 if case.name == "big" else 1.3),
                ("+settings", "floor", None), ("new release", "floor", None),
                ("new release", "load_config", None), ("live re-read", "floor kept", None),
@@ -260,12 +266,14 @@ def report(case: Case, document_sizes: str, results: dict[str, Measured],
     else:
         targets += [("+settings", "peer", None)]
     lines = []
-    print("ratios, p50 (range over rounds):")
+    print("ratios, p50 (range over rounds) [the same ratio of this process's CPU per call]:")
     for a, b, target in targets:
         value, low, high = ratio(results, a, b)
+        cpu = statistics.median(results[a].cpu) / statistics.median(results[b].cpu)
         verdict = "" if target is None else (
             f"   target <= {target}x: {'met' if value <= target else 'MISSED'}")
-        line = f"  {case.name}: {a} / {b}: {value:.2f}x ({low:.2f}-{high:.2f}){verdict}"
+        line = (f"  {case.name}: {a} / {b}: {value:.2f}x ({low:.2f}-{high:.2f}) "
+                f"[cpu {cpu:.2f}x]{verdict}")
         print(line)
         if target is not None:
             lines.append(line)

@@ -130,8 +130,9 @@ def load_config(env: Environment, *, client: redis.Redis | None = None, use_redi
         recorded = read_digest(env.fallback_path)
         trusted = ValidatedContent.from_record(
             recorded.get("sha256"), recorded.get("validated")) if recorded else None
-        log.info("loading the Celery configuration from Redis %s (namespace %s)...",
-                 redacted(env.redis_url), env.namespace)
+        if log.isEnabledFor(logging.INFO):  # redacted() parses the URL: only for a line shown
+            log.info("loading the Celery configuration from Redis %s (namespace %s)...",
+                     redacted(env.redis_url), env.namespace)
         try:
             published = _read_redis(env, client, reader, trusted)
         except RedisAccessDenied.causes as exc:

@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from itertools import chain
 from typing import Any
 
@@ -93,6 +94,7 @@ def concatenate(sections: Mapping[str, Mapping[bytes, bytes]]) -> Concatenation:
     return Concatenation(canonical, layout)
 
 
+@cache  # a handful of names (the hashes of the layout)
 def _section_opening(name: str) -> bytes:
     """``"name":{`` as a template's text (a ``%`` in it doubled: it is no placeholder)."""
     return canonical_json(name).encode().replace(b"%", b"%%") + b":{"
