@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -202,7 +202,9 @@ def commands_per_call(admin: redis.Redis, fn: Variant, calls: int,
 class Measured:
     samples: list[float]
     blocks: list[float]  # the median of each block, round by round
-    cpu: list[float]  # this thread's CPU time per call (time.thread_time): no waiting in it
+    # This thread's CPU time per call (time.thread_time): no waiting in it. Left empty by
+    # benches that share this class and measure the CPU elsewhere (api_bench: the server's).
+    cpu: list[float] = field(default_factory=list)
 
     @property
     def p50(self) -> float:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -57,7 +59,7 @@ json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 @dataclass(frozen=True)
 class Concatenation:
     """The stored fields as one text (``canonical``: what the sha256 is checked on) and their
-    ``layout`` (the sha256 of every field's length, hash by hash, in the text's order)."""
+    ``layout`` (:func:`layout_of`: every field's length, hash by hash, in the text's order)."""
 
     canonical: bytes
     layout: str
@@ -73,7 +75,7 @@ def concatenate(sections: Mapping[str, Mapping[bytes, bytes]]) -> Concatenation:
     bytes, instead of a join per field."""
     templates: list[bytes] = []
     pieces: list[bytes] = []
-    lengths: dict[str, list[int]] = {}
+    sizes = array("Q")
     for name in sorted(sections):
         fields = sections[name]
         keys = _plain_keys(fields)
@@ -88,10 +90,19 @@ def concatenate(sections: Mapping[str, Mapping[bytes, bytes]]) -> Concatenation:
         templates.append(_section_opening(name) + b",".join([field_template] * len(keys))
                          + b"}")
         pieces += chain.from_iterable(zip(keys, values, strict=True))
-        lengths[name] = list(map(len, values))
+        sizes.append(len(values))
+        sizes.extend(map(len, values))
     canonical = (b"{" + b",".join(templates) + b"}") % tuple(pieces)
-    layout = hashlib.sha256(canonical_json(lengths).encode()).hexdigest()
-    return Concatenation(canonical, layout)
+    return Concatenation(canonical, layout_of(sizes))
+
+
+def layout_of(sizes: array[int]) -> str:
+    """The layout of stored fields: the sha256 of, hash by hash in name order, its number of
+    fields then each one's length, as unsigned 64-bit little-endian integers. The text names
+    the hashes and the keys; with these counts and lengths, every field's place in it."""
+    if sys.byteorder == "big":
+        sizes.byteswap()
+    return hashlib.sha256(sizes.tobytes()).hexdigest()
 
 
 @cache  # a handful of names (the hashes of the layout)

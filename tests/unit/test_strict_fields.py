@@ -4,6 +4,7 @@ check it shortcuts (issue 20): for any stored fields, the same values or the sam
 from __future__ import annotations
 
 import hashlib
+import struct
 from typing import Any
 
 import pytest
@@ -136,8 +137,8 @@ def test_the_concatenation_is_the_plain_one_with_its_layout(
     text, lengths = reference_concatenation(hashes)
     made = concatenate(hashes)
     assert made.canonical == text
-    by_name = {name: lengths for name, lengths in lengths}
-    assert made.layout == hashlib.sha256(canonical_json(by_name).encode()).hexdigest()
+    sizes = [size for _, section in lengths for size in (len(section), *section)]
+    assert made.layout == hashlib.sha256(struct.pack(f"<{len(sizes)}Q", *sizes)).hexdigest()
 
 
 def test_layouts_of_one_text_are_told_apart() -> None:
