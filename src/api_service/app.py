@@ -20,7 +20,7 @@ from fastapi_offline import FastAPIOffline
 
 from celery import Celery
 from celery_config_sync.celery import attach
-from celery_config_sync.fastapi import AppliedConfig, TaskAccess, config_router, protect
+from celery_config_sync.fastapi import AppliedForTasks, TaskAccess, config_router, protect
 
 # Dotted names only, matched whole (a trailing newline is refused too).
 TASK_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+")
@@ -46,8 +46,9 @@ protect(app)
 # in the thread pool: a second hop per request (issue 20). One hop remains: the endpoint itself,
 # whose send_task blocks on Redis and must stay off the event loop (the probes answer there).
 # They come before the configuration router's routes: Starlette tries routes in order.
-@app.post("/tasks/{name}", status_code=202, dependencies=[TaskAccess], response_model=None)
-def enqueue(name: str, applied: AppliedConfig,
+# AppliedForTasks: TaskAccess and AppliedConfig solved as one dependency (issue 20).
+@app.post("/tasks/{name}", status_code=202, response_model=None)
+def enqueue(name: str, applied: AppliedForTasks,
             payload: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
     """Send task ``name`` (a route for it must exist) with ``{"args": [...], "kwargs": {...}}``."""
     if len(name) > MAX_TASK_NAME or not TASK_NAME.fullmatch(name):

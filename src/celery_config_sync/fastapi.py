@@ -45,7 +45,8 @@ State: no module global. What one app serves lives in its lifespan state (FastAP
 two Celery apps in one process never see each other's. The attachment itself lives on the
 Celery app. Your endpoints reach it through the dependencies :data:`AppliedConfig` (what this
 process applies now: one immutable state, so a request routes and answers with one version)
-and :data:`ConfigStateDep`. A request before the lifespan ran (a server started with
+and :data:`ConfigStateDep`; an endpoint behind :data:`TaskAccess` takes :data:`AppliedForTasks`
+(both in one dependency). A request before the lifespan ran (a server started with
 ``--lifespan off``) is a 503.
 
 Routes (paths relative to the ``prefix`` you include the router with):
@@ -270,6 +271,9 @@ class TaskGate(SecurityBase):
     (/docs then offers "Authorize" for these endpoints), and solves it as one dependency. The
     sub-dependency ``HTTPBearer`` would parse the header a second time, for nothing: the check
     is ours (its own 401 and log line). One dependency per task post instead of two (issue 20).
+
+    What it yields is what the process applies now (as :data:`AppliedConfig`): an endpoint
+    that needs both takes :data:`AppliedForTasks`, one dependency where two would be solved.
     """
 
     def __init__(self) -> None:
@@ -277,7 +281,7 @@ class TaskGate(SecurityBase):
             description="The token of CELERY_CONFIG_API_TOKEN_FILE (make secrets)")
         self.scheme_name = "api-token"
 
-    async def __call__(self, request: Request) -> AsyncIterator[None]:
+    async def __call__(self, request: Request) -> AsyncIterator[Applied]:
         state = await config_state(request)
         security = state.security
         if security.requires_token and not security.token_accepted(
@@ -300,7 +304,7 @@ class TaskGate(SecurityBase):
         else:
             await slots.acquire()  # a free slot: taken at once, no task, no timer
         try:
-            yield
+            yield state.current
         finally:
             slots.release()
 
@@ -402,6 +406,8 @@ ConfigStateDep = Annotated[ConfigState, Depends(config_state)]
 TaskAccess = Depends(task_access)
 ViewAccess = Depends(view_access)
 AppliedConfig = Annotated[Applied, Depends(applied_config)]
+# TaskAccess and AppliedConfig in one dependency: ``def send(applied: AppliedForTasks)``.
+AppliedForTasks = Annotated[Applied, TaskAccess]
 Version = Annotated[int, Query(ge=1)]
 
 
@@ -539,6 +545,7 @@ __all__ = [
     "STATE_KEY",
     "ApiSecurity",
     "AppliedConfig",
+    "AppliedForTasks",
     "ConfigState",
     "ConfigStateDep",
     "RequestGuard",
