@@ -101,8 +101,7 @@ from .api_guard import log as api_log
 from .celery import ConfigSync, attach
 from .connection import make_client
 from .health_page import STATIC_FILES, static_file
-from .health_page.render import PAGE_HEADERS, render_live, render_page
-from .health_page.view import HealthSource, health_view, version_diff
+from .health_page.source import HealthSource
 from .live_config import Applied
 from .metrics import ServiceMetrics, broker_client
 from .startup_errors import OneLineStartupErrors
@@ -164,8 +163,10 @@ def config_lifespan(celery_app: Celery, *, service: str = "api") -> Lifespan:
         started_here = not _following(sync)
         if started_here:
             # Redis with its retries, then the fallback files: blocking work, kept off the
-            # event loop that the app's other lifespans may already use.
-            await run_in_threadpool(sync.start, service)
+            # event loop that the app's other lifespans may already use. asyncio's own thread,
+            # not run_in_threadpool: anyio's thread machinery (about 20 ms of imports) is then
+            # loaded by the first request that needs it, not before the server is ready.
+            await asyncio.to_thread(sync.start, service)
         # After the load: the shared settings replace broker_transport_options whole.
         bound_redis_calls(celery_app, security.redis_timeout)
         try:
@@ -191,7 +192,7 @@ def config_lifespan(celery_app: Celery, *, service: str = "api") -> Lifespan:
                     metrics.broker.close()
         finally:
             if started_here:
-                await run_in_threadpool(sync.stop)  # the watcher's join, the record's delete
+                await asyncio.to_thread(sync.stop)  # the watcher's join, the record's delete
 
     return lifespan
 
@@ -472,6 +473,9 @@ def _probes_and_status(router: APIRouter) -> None:
 
 
 def _health_page(router: APIRouter) -> None:
+    """The page's routes. Each imports the view and the rendering when it first answers, not
+    when the server starts: a process that is never asked for its page (most of them) does not
+    load them, and a start is ready sooner (issue 20)."""
     @router.get("/health", include_in_schema=False, dependencies=[ViewAccess])
     async def health(request: Request, state: ConfigStateDep,
                      old: Annotated[int | None, Query(alias="from", ge=1)] = None,
@@ -479,6 +483,9 @@ def _health_page(router: APIRouter) -> None:
                      ) -> HTMLResponse:
         """The operator's page: published version, fleet and drift, queues, history, and the
         changes between two versions when ``from`` and ``to`` are given."""
+        from .health_page.render import PAGE_HEADERS, render_page
+        from .health_page.view import health_view, version_diff
+
         docs = _docs_link(request)
 
         def page() -> str:
@@ -491,12 +498,17 @@ def _health_page(router: APIRouter) -> None:
     @router.get("/health/live", include_in_schema=False, dependencies=[ViewAccess])
     async def health_live(state: ConfigStateDep) -> HTMLResponse:
         """The part of the page that its script refreshes every few seconds."""
+        from .health_page.render import PAGE_HEADERS, render_live
+        from .health_page.view import health_view
+
         fragment = await within_deadline(state, lambda: render_live(health_view(state.health)))
         return HTMLResponse(fragment, headers=PAGE_HEADERS)
 
     @router.get("/health.json", dependencies=[ViewAccess])
     async def health_json(state: ConfigStateDep) -> dict[str, Any]:
         """What the health page shows, as JSON: published version, fleet, queues, history."""
+        from .health_page.view import health_view
+
         return await within_deadline(state, lambda: health_view(state.health))
 
     @router.get("/health/diff.json", dependencies=[ViewAccess])
@@ -504,6 +516,8 @@ def _health_page(router: APIRouter) -> None:
                           new: Annotated[Version, Query(alias="to")]) -> dict[str, Any]:
         """The changes from one version of the history to another, each tagged live or
         restart."""
+        from .health_page.view import version_diff
+
         return await within_deadline(state, lambda: version_diff(state.health, old, new))
 
     for name, media_type in STATIC_FILES.items():
