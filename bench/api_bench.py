@@ -13,10 +13,11 @@ uvicorn's defaults: h11, asyncio, its access log at INFO), with the same environ
          check: a minimal app has none, so issue 18's security is ours to carry within the
          target (the request sends the token and JSON to both; the peer ignores the token)
 
-Start-up: each round starts both (in turn, the round's first alternating), each alone on the
-machine: from the process started to the first 200 of ``GET /readyz`` (polled every 5 ms on a
-new connection), then its RSS (VmRSS of the uvicorn process) right then, idle; then stops it.
-The last round's pair stays up for the requests.
+Start-up: after one untimed start of each (bytecode written, page cache warm), each round
+starts each app (in turn, the round's first rotating), each alone on the machine: from the
+process started to the first 200 of ``GET /readyz`` (polled every 5 ms on a new connection),
+then its RSS (VmRSS of the uvicorn process) right then, idle; then stops it. The last round's
+servers stay up for the requests.
 
 Requests: ``POST /tasks/scan.discovery`` with ``{"args": [], "kwargs": {}}``, each app on a
 kept-alive connection of its own (http.client: the client's cost kept small and equal), in
@@ -27,6 +28,11 @@ commands per request (INFO commandstats; the API's watcher and heartbeat include
 server's CPU time per request (/proc: user + system, every thread; blocks of 100 requests in
 rotating order; less sensitive than wall time to the machine's other load), and the RSS of
 both after the requests (the peer imports redis-py at its first send).
+
+``--before DIR``: a third variant, ``before``, the demo API of another checkout (its ``src``
+first on PYTHONPATH; ``git archive <ref> | tar -x -C DIR`` makes one), measured in the same
+rounds, so that a change is judged before and after in one run; the ratios to the peer and
+ours / before are printed with the targets.
 
 Targets (issue 20): ``POST /tasks/{name}`` p50 <= 1.05x the peer; start to ready <= 1.10x;
 idle RSS right after start <= 1.10x.
@@ -61,7 +67,8 @@ from celery_config_sync.publishing import publish  # noqa: E402
 from celery_config_sync.source import load_source  # noqa: E402
 
 UVICORN = Path(sys.executable).parent / "uvicorn"
-APPS = {"ours": "api_service.app:app", "peer": "bench.apps.fastapi_peer:app"}
+APPS = {"ours": "api_service.app:app", "peer": "bench.apps.fastapi_peer:app",
+        "before": "api_service.app:app"}
 TASK = "scan.discovery"  # routed by the source to queue "scan"
 BODY = json.dumps({"args": [], "kwargs": {}}).encode()
 NAMESPACE = "celery_config"
@@ -143,16 +150,28 @@ def cpu_per_request(servers: dict[str, Server], headers: dict[str, str], rounds:
     return results
 
 
-def start(name: str, env: dict[str, str], work: Path) -> tuple[Server, float, int]:
-    """``name``'s server started; the seconds from its start to its first ready answer, and
-    its RSS then."""
+def variant_roots(before: Path | None) -> dict[str, Path]:
+    """Each variant's source tree (the server's working directory, its ``src`` first on
+    PYTHONPATH): this checkout's, and ``before``'s for the variant of that name."""
+    roots = {"ours": ROOT, "peer": ROOT}
+    if before is not None:
+        roots["before"] = before.resolve()
+    return roots
+
+
+def start(name: str, env: dict[str, str], work: Path, root: Path
+          ) -> tuple[Server, float, int]:
+    """``name``'s server started from ``root``; the seconds from its start to its first ready
+    answer, and its RSS then."""
     port = free_port()
     log = work / f"{name}.log"
+    path = os.pathsep.join([str(root / "src"), str(root), *filter(None, [env.get("PYTHONPATH")])])
     with log.open("ab") as output:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [str(UVICORN), "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
-            env={**env, "UVICORN_APP": APPS[name]}, stdout=output, stderr=subprocess.STDOUT)
+            [str(UVICORN), "--host", "127.0.0.1", "--port", str(port)], cwd=root,
+            env={**env, "UVICORN_APP": APPS[name], "PYTHONPATH": path}, stdout=output,
+            stderr=subprocess.STDOUT)
     server = Server(name, process, port, log)
     deadline = started + 60
     while not ready(port):
@@ -164,18 +183,20 @@ def start(name: str, env: dict[str, str], work: Path) -> tuple[Server, float, in
     return server, elapsed, rss_bytes(process.pid)
 
 
-def start_up(env: dict[str, str], work: Path, rounds: int
+def start_up(env: dict[str, str], work: Path, rounds: int, roots: dict[str, Path]
              ) -> tuple[dict[str, Measured], dict[str, Measured], dict[str, Server]]:
     """Start-to-ready seconds and RSS bytes, one sample per round and variant (so each round's
     "block" is that sample); the last round's servers, still running."""
-    names = list(APPS)
+    names = list(roots)
+    for name in names:  # untimed: each tree's bytecode written, the page cache warm
+        start(name, env, work, roots[name])[0].stop()
     seconds = {name: Measured([], []) for name in names}
     memory = {name: Measured([], []) for name in names}
     kept: dict[str, Server] = {}
     for round_index in range(rounds):
         first = round_index % len(names)
         for name in names[first:] + names[:first]:
-            server, elapsed, rss = start(name, env, work)
+            server, elapsed, rss = start(name, env, work, roots[name])
             for table, value in ((seconds, elapsed), (memory, float(rss))):
                 table[name].samples.append(value)
                 table[name].blocks.append(value)
@@ -199,10 +220,19 @@ def show(title: str, unit: str, scale: float, results: dict[str, Measured],
               f"{extra(name)}")
 
 
-def target(what: str, results: dict[str, Measured], limit: float) -> str:
-    value, low, high = ratio(results, "ours", "peer")
-    return (f"  {what}: ours / peer: {value:.3f}x ({low:.3f}-{high:.3f})   "
-            f"target <= {limit}x: {'met' if value <= limit else 'MISSED'}")
+def target(what: str, results: dict[str, Measured], limit: float) -> list[str]:
+    """The target's line (ours / peer); with a ``before`` variant, before / peer (met or
+    missed the same way) and ours / before too."""
+    lines = []
+    for name in ("before", "ours"):
+        if name in results:
+            value, low, high = ratio(results, name, "peer")
+            lines.append(f"  {what}: {name} / peer: {value:.3f}x ({low:.3f}-{high:.3f})   "
+                         f"target <= {limit}x: {'met' if value <= limit else 'MISSED'}")
+    if "before" in results:
+        value, low, high = ratio(results, "ours", "before")
+        lines.append(f"  {what}: ours / before: {value:.3f}x ({low:.3f}-{high:.3f})")
+    return lines
 
 
 def main() -> None:
@@ -213,7 +243,11 @@ def main() -> None:
     parser.add_argument("--per-block", type=int, default=25, help="requests per block")
     parser.add_argument("--cpu-rounds", type=int, default=6,
                         help="blocks of 100 requests per app for the server's CPU per request")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another checkout's root: its demo API measured as 'before'")
     args = parser.parse_args()
+    if args.before is not None and not (args.before / "src" / "api_service" / "app.py").is_file():
+        parser.error(f"--before {args.before}: no src/api_service/app.py there")
     with tempfile.TemporaryDirectory() as workdir:
         work = Path(workdir)
         server = RedisServer(work)
@@ -239,11 +273,11 @@ def main() -> None:
 
 def run(args: argparse.Namespace, env: dict[str, str], work: Path, token: str,
         admin: redis.Redis, running: dict[str, Server]) -> list[str]:
-    seconds, memory, kept = start_up(env, work, args.start_rounds)
+    seconds, memory, kept = start_up(env, work, args.start_rounds, variant_roots(args.before))
     running.update(kept)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     table: dict[str, Callable[[], None]] = {
-        name: functools.partial(kept[name].post, headers) for name in APPS}
+        name: functools.partial(server.post, headers) for name, server in kept.items()}
     requests = measure(table, args.rounds, args.per_block)
     commands = {name: commands_per_call(admin, fn, 20) for name, fn in table.items()}
     cpu = cpu_per_request(kept, headers, args.cpu_rounds, 100)
@@ -257,11 +291,13 @@ def run(args: argparse.Namespace, env: dict[str, str], work: Path, token: str,
     # The peer imports redis-py (about 6 MB here) at its first send, ours before it is ready.
     print("RSS after the requests: " + ", ".join(
         f"{name} {rss_bytes(server.process.pid) / 1e6:.2f} MB" for name, server in kept.items()))
-    value, low, high = ratio(cpu, "ours", "peer")
-    print(f"  server CPU per request: ours / peer: {value:.3f}x ({low:.3f}-{high:.3f})")
-    return [target("POST /tasks/{name} p50", requests, 1.05),
-            target("start to ready, p50", seconds, 1.10),
-            target("idle RSS right after start, p50", memory, 1.10)]
+    for name in ("before", "ours"):
+        if name in cpu:
+            value, low, high = ratio(cpu, name, "peer")
+            print(f"  server CPU per request: {name} / peer: {value:.3f}x ({low:.3f}-{high:.3f})")
+    return [*target("POST /tasks/{name} p50", requests, 1.05),
+            *target("start to ready, p50", seconds, 1.10),
+            *target("idle RSS right after start, p50", memory, 1.10)]
 
 
 if __name__ == "__main__":
