@@ -15,7 +15,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import Body, HTTPException
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi_offline import FastAPIOffline
 
 from celery import Celery
@@ -49,7 +49,7 @@ protect(app)
 # AppliedForTasks: TaskAccess and AppliedConfig solved as one dependency (issue 20).
 @app.post("/tasks/{name}", status_code=202, response_model=None)
 def enqueue(name: str, applied: AppliedForTasks,
-            payload: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
+            payload: Annotated[dict[str, Any] | None, Body()] = None) -> JSONResponse:
     """Send task ``name`` (a route for it must exist) with ``{"args": [...], "kwargs": {...}}``."""
     if len(name) > MAX_TASK_NAME or not TASK_NAME.fullmatch(name):
         raise HTTPException(422, f"invalid task name {name[:64]!r}")
@@ -66,8 +66,10 @@ def enqueue(name: str, applied: AppliedForTasks,
     # when asked for (logging returns at its cached level check otherwise).
     log.debug("enqueued %s (%s) on queue %s by configuration version %d", name, result.id, queue,
               applied.loaded.version)
-    return {"id": result.id, "name": name, "queue": queue,
-            "config_version": applied.loaded.version}
+    # A response of our own: FastAPI passes it through, where it would walk a dict through
+    # jsonable_encoder on the event loop (values of known JSON types here: nothing to convert).
+    return JSONResponse({"id": result.id, "name": name, "queue": queue,
+                         "config_version": applied.loaded.version}, status_code=202)
 
 
 @app.get("/tasks/{task_id}", dependencies=[TaskAccess], response_model=None)
