@@ -13,11 +13,12 @@ uvicorn's defaults: h11, asyncio, its access log at INFO), with the same environ
          check: a minimal app has none, so issue 18's security is ours to carry within the
          target (the request sends the token and JSON to both; the peer ignores the token)
 
-Start-up: after one untimed start of each (bytecode written, page cache warm), each round
-starts each app (in turn, the round's first rotating), each alone on the machine: from the
-process started to the first 200 of ``GET /readyz`` (polled every 5 ms on a new connection),
-then its RSS (VmRSS of the uvicorn process) right then, idle; then stops it. The last round's
-servers stay up for the requests.
+Start-up: after one untimed start of each (its bytecode written into the run's temporary
+directory, PYTHONPYCACHEPREFIX, as the images compile theirs at install; page cache warm), each
+round starts each app (in turn, the round's first rotating), each alone on the machine: from
+the process started to the first 200 of ``GET /readyz`` (polled every 5 ms on a new
+connection), then its RSS (VmRSS of the uvicorn process) right then, idle; then stops it. The
+last round's servers stay up for the requests.
 
 Requests: ``POST /tasks/scan.discovery`` with ``{"args": [], "kwargs": {}}``, each app on a
 kept-alive connection of its own (http.client: the client's cost kept small and equal), in
@@ -261,7 +262,12 @@ def main() -> None:
             (work / "token").write_text(token + "\n")
             env = service_environment(server.url, work,
                                       CELERY_CONFIG_FALLBACK_PATH=str(work / "lkg.json"),
-                                      CELERY_CONFIG_API_TOKEN_FILE=str(work / "token"))
+                                      CELERY_CONFIG_API_TOKEN_FILE=str(work / "token"),
+                                      PYTHONPYCACHEPREFIX=str(work / "bytecode"))
+            # Bytecode as in the images (compiled when the wheels are installed): written by
+            # the untimed first start into this run's directory, then read by every start.
+            # Without it, every start of ours would compile the library from source.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             closing = run(args, env, work, token, admin, running)
         finally:
             for kept in running.values():

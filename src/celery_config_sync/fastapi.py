@@ -80,6 +80,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -163,10 +164,8 @@ def config_lifespan(celery_app: Celery, *, service: str = "api") -> Lifespan:
         started_here = not _following(sync)
         if started_here:
             # Redis with its retries, then the fallback files: blocking work, kept off the
-            # event loop that the app's other lifespans may already use. asyncio's own thread,
-            # not run_in_threadpool: anyio's thread machinery (about 20 ms of imports) is then
-            # loaded by the first request that needs it, not before the server is ready.
-            await asyncio.to_thread(sync.start, service)
+            # event loop that the app's other lifespans may already use.
+            await in_a_passing_thread(lambda: sync.start(service))
         # After the load: the shared settings replace broker_transport_options whole.
         bound_redis_calls(celery_app, security.redis_timeout)
         try:
@@ -192,9 +191,24 @@ def config_lifespan(celery_app: Celery, *, service: str = "api") -> Lifespan:
                     metrics.broker.close()
         finally:
             if started_here:
-                await asyncio.to_thread(sync.stop)  # the watcher's join, the record's delete
+                # The watcher's join, the record's delete.
+                await in_a_passing_thread(sync.stop)
 
     return lifespan
+
+
+async def in_a_passing_thread(work: Callable[[], T]) -> T:
+    """``work`` (blocking) in a thread of its own that ends with it: the lifespan's load and
+    stop. Not Starlette's run_in_threadpool: anyio's thread machinery (about 20 ms of imports)
+    is then loaded by the first request that needs it, not before the server is ready; and not
+    asyncio.to_thread: its executor's thread would stay, idle, beside anyio's (with the memory
+    arena of the load; the thread anyio starts later takes that arena over instead). Issue 20.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-config-sync")
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, work)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its work, now or once it is done
 
 
 def bound_redis_calls(celery_app: Celery, timeout: float) -> None:
