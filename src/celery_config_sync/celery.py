@@ -38,6 +38,7 @@ key prefix) stays the service's own: the shared settings never override it.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -368,8 +369,9 @@ def _config_status(state: Any, **_: Any) -> dict[str, Any]:
 def _register_inspect_command() -> None:
     """Celery's control commands are one table per process (``Panel``): registered once, when
     a worker is built (before its consumer starts the remote-control mailbox, whose handlers
-    are that table), answering for the worker's own app. Only a worker consumes control
-    commands: an API or a beat never imports Celery's control panel (0.6 MB, issue 20)."""
+    are that table), answering for the worker's own app, or at :func:`attach` in a process of
+    Celery's command line. Only a worker answers control commands and only that command line
+    checks their names: an API or a beat never imports Celery's control panel (issue 20)."""
     from celery.worker.control import Panel, inspect_command
 
     if "config_status" not in Panel.data:
@@ -408,6 +410,11 @@ def attach(app: Celery, *, env: Environment | None = None, log_setup: bool = Tru
                                 dispatch_uid=f"{uid}.child")
     app.steps["worker"].add(WorkerRole)
     app.steps["consumer"].add(LiveConsumers)
+    if "celery.worker.control" in sys.modules:
+        # Celery's command line (``celery inspect``, ``celery worker``) imported its control
+        # panel before loading the app: ``inspect`` checks a command's name against that table,
+        # so a client process must know ours too. Anywhere else, WorkerRole registers it.
+        _register_inspect_command()
     return sync
 
 
