@@ -13,10 +13,12 @@ uvicorn's defaults: h11, asyncio, its access log at INFO), with the same environ
          check: a minimal app has none, so issue 18's security is ours to carry within the
          target (the request sends the token and JSON to both; the peer ignores the token)
 
-Start-up: each round starts both (in turn, the round's first alternating), each alone on the
-machine: from the process started to the first 200 of ``GET /readyz`` (polled every 5 ms on a
-new connection), then its RSS (VmRSS of the uvicorn process) right then, idle; then stops it.
-The last round's pair stays up for the requests.
+Start-up: after one untimed start of each (its bytecode written into the run's temporary
+directory, PYTHONPYCACHEPREFIX, as the images compile theirs at install; page cache warm), each
+round starts each app (in turn, the round's first rotating), each alone on the machine: from
+the process started to the first 200 of ``GET /readyz`` (polled every 5 ms on a new
+connection), then its CPU time (user + system) and RSS (VmRSS) right then, idle; then stops it. The
+last round's servers stay up for the requests.
 
 Requests: ``POST /tasks/scan.discovery`` with ``{"args": [], "kwargs": {}}``, each app on a
 kept-alive connection of its own (http.client: the client's cost kept small and equal), in
@@ -27,6 +29,11 @@ commands per request (INFO commandstats; the API's watcher and heartbeat include
 server's CPU time per request (/proc: user + system, every thread; blocks of 100 requests in
 rotating order; less sensitive than wall time to the machine's other load), and the RSS of
 both after the requests (the peer imports redis-py at its first send).
+
+``--before DIR``: a third variant, ``before``, the demo API of another checkout (its ``src``
+first on PYTHONPATH; ``git archive <ref> | tar -x -C DIR`` makes one), measured in the same
+rounds, so that a change is judged before and after in one run; the ratios to the peer and
+ours / before are printed with the targets.
 
 Targets (issue 20): ``POST /tasks/{name}`` p50 <= 1.05x the peer; start to ready <= 1.10x;
 idle RSS right after start <= 1.10x.
@@ -61,7 +68,8 @@ from celery_config_sync.publishing import publish  # noqa: E402
 from celery_config_sync.source import load_source  # noqa: E402
 
 UVICORN = Path(sys.executable).parent / "uvicorn"
-APPS = {"ours": "api_service.app:app", "peer": "bench.apps.fastapi_peer:app"}
+APPS = {"ours": "api_service.app:app", "peer": "bench.apps.fastapi_peer:app",
+        "before": "api_service.app:app"}
 TASK = "scan.discovery"  # routed by the source to queue "scan"
 BODY = json.dumps({"args": [], "kwargs": {}}).encode()
 NAMESPACE = "celery_config"
@@ -143,16 +151,38 @@ def cpu_per_request(servers: dict[str, Server], headers: dict[str, str], rounds:
     return results
 
 
-def start(name: str, env: dict[str, str], work: Path) -> tuple[Server, float, int]:
-    """``name``'s server started; the seconds from its start to its first ready answer, and
-    its RSS then."""
+def variant_roots(before: Path | None) -> dict[str, Path]:
+    """Each variant's source tree (the server's working directory, its ``src`` first on
+    PYTHONPATH): this checkout's, and ``before``'s for the variant of that name."""
+    roots = {"ours": ROOT, "peer": ROOT}
+    if before is not None:
+        roots["before"] = before.resolve()
+    return roots
+
+
+@dataclass
+class Started:
+    """One start: its server, and at its first ready answer: the seconds since it was started,
+    the CPU seconds it used (user + system, every thread: less sensitive than the wall time to
+    the machine's other load) and its RSS in bytes."""
+
+    server: Server
+    seconds: float
+    cpu: float
+    rss: float
+
+
+def start(name: str, env: dict[str, str], work: Path, root: Path) -> Started:
+    """``name``'s server started from ``root``, once it answers ready."""
     port = free_port()
     log = work / f"{name}.log"
+    path = os.pathsep.join([str(root / "src"), str(root), *filter(None, [env.get("PYTHONPATH")])])
     with log.open("ab") as output:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [str(UVICORN), "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
-            env={**env, "UVICORN_APP": APPS[name]}, stdout=output, stderr=subprocess.STDOUT)
+            [str(UVICORN), "--host", "127.0.0.1", "--port", str(port)], cwd=root,
+            env={**env, "UVICORN_APP": APPS[name], "PYTHONPATH": path}, stdout=output,
+            stderr=subprocess.STDOUT)
     server = Server(name, process, port, log)
     deadline = started + 60
     while not ready(port):
@@ -161,29 +191,34 @@ def start(name: str, env: dict[str, str], work: Path) -> tuple[Server, float, in
             sys.exit(f"{name} did not start: {log.read_text(errors='replace')[-2000:]}")
         time.sleep(READY_POLL)
     elapsed = time.perf_counter() - started
-    return server, elapsed, rss_bytes(process.pid)
+    return Started(server, elapsed, cpu_seconds(process.pid), float(rss_bytes(process.pid)))
 
 
-def start_up(env: dict[str, str], work: Path, rounds: int
-             ) -> tuple[dict[str, Measured], dict[str, Measured], dict[str, Server]]:
-    """Start-to-ready seconds and RSS bytes, one sample per round and variant (so each round's
-    "block" is that sample); the last round's servers, still running."""
-    names = list(APPS)
-    seconds = {name: Measured([], []) for name in names}
-    memory = {name: Measured([], []) for name in names}
+START_FIGURES = ("seconds", "cpu", "rss")  # the fields of Started measured at each start
+
+
+def start_up(env: dict[str, str], work: Path, rounds: int, roots: dict[str, Path]
+             ) -> tuple[dict[str, dict[str, Measured]], dict[str, Server]]:
+    """Each of START_FIGURES, one sample per round and variant (so each round's "block" is that
+    sample); the last round's servers, still running."""
+    names = list(roots)
+    for name in names:  # untimed: each tree's bytecode written, the page cache warm
+        start(name, env, work, roots[name]).server.stop()
+    figures = {figure: {name: Measured([], []) for name in names} for figure in START_FIGURES}
     kept: dict[str, Server] = {}
     for round_index in range(rounds):
         first = round_index % len(names)
         for name in names[first:] + names[:first]:
-            server, elapsed, rss = start(name, env, work)
-            for table, value in ((seconds, elapsed), (memory, float(rss))):
+            started = start(name, env, work, roots[name])
+            for figure, table in figures.items():
+                value = getattr(started, figure)
                 table[name].samples.append(value)
                 table[name].blocks.append(value)
             if round_index == rounds - 1:
-                kept[name] = server
+                kept[name] = started.server
             else:
-                server.stop()
-    return seconds, memory, kept
+                started.server.stop()
+    return figures, kept
 
 
 def show(title: str, unit: str, scale: float, results: dict[str, Measured],
@@ -199,10 +234,19 @@ def show(title: str, unit: str, scale: float, results: dict[str, Measured],
               f"{extra(name)}")
 
 
-def target(what: str, results: dict[str, Measured], limit: float) -> str:
-    value, low, high = ratio(results, "ours", "peer")
-    return (f"  {what}: ours / peer: {value:.3f}x ({low:.3f}-{high:.3f})   "
-            f"target <= {limit}x: {'met' if value <= limit else 'MISSED'}")
+def target(what: str, results: dict[str, Measured], limit: float) -> list[str]:
+    """The target's line (ours / peer); with a ``before`` variant, before / peer (met or
+    missed the same way) and ours / before too."""
+    lines = []
+    for name in ("before", "ours"):
+        if name in results:
+            value, low, high = ratio(results, name, "peer")
+            lines.append(f"  {what}: {name} / peer: {value:.3f}x ({low:.3f}-{high:.3f})   "
+                         f"target <= {limit}x: {'met' if value <= limit else 'MISSED'}")
+    if "before" in results:
+        value, low, high = ratio(results, "ours", "before")
+        lines.append(f"  {what}: ours / before: {value:.3f}x ({low:.3f}-{high:.3f})")
+    return lines
 
 
 def main() -> None:
@@ -213,7 +257,11 @@ def main() -> None:
     parser.add_argument("--per-block", type=int, default=25, help="requests per block")
     parser.add_argument("--cpu-rounds", type=int, default=6,
                         help="blocks of 100 requests per app for the server's CPU per request")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another checkout's root: its demo API measured as 'before'")
     args = parser.parse_args()
+    if args.before is not None and not (args.before / "src" / "api_service" / "app.py").is_file():
+        parser.error(f"--before {args.before}: no src/api_service/app.py there")
     with tempfile.TemporaryDirectory() as workdir:
         work = Path(workdir)
         server = RedisServer(work)
@@ -227,7 +275,12 @@ def main() -> None:
             (work / "token").write_text(token + "\n")
             env = service_environment(server.url, work,
                                       CELERY_CONFIG_FALLBACK_PATH=str(work / "lkg.json"),
-                                      CELERY_CONFIG_API_TOKEN_FILE=str(work / "token"))
+                                      CELERY_CONFIG_API_TOKEN_FILE=str(work / "token"),
+                                      PYTHONPYCACHEPREFIX=str(work / "bytecode"))
+            # Bytecode as in the images (compiled when the wheels are installed): written by
+            # the untimed first start into this run's directory, then read by every start.
+            # Without it, every start of ours would compile the library from source.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             closing = run(args, env, work, token, admin, running)
         finally:
             for kept in running.values():
@@ -239,15 +292,18 @@ def main() -> None:
 
 def run(args: argparse.Namespace, env: dict[str, str], work: Path, token: str,
         admin: redis.Redis, running: dict[str, Server]) -> list[str]:
-    seconds, memory, kept = start_up(env, work, args.start_rounds)
+    figures, kept = start_up(env, work, args.start_rounds, variant_roots(args.before))
+    seconds, memory = figures["seconds"], figures["rss"]
     running.update(kept)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     table: dict[str, Callable[[], None]] = {
-        name: functools.partial(kept[name].post, headers) for name in APPS}
+        name: functools.partial(server.post, headers) for name, server in kept.items()}
     requests = measure(table, args.rounds, args.per_block)
     commands = {name: commands_per_call(admin, fn, 20) for name, fn in table.items()}
     cpu = cpu_per_request(kept, headers, args.cpu_rounds, 100)
     show(f"start to ready: {args.start_rounds} starts of each", "ms", 1e3, seconds)
+    show(f"CPU to ready (user + system, every thread): {args.start_rounds} starts of each", "ms",
+         1e3, figures["cpu"])
     show(f"idle RSS right after start: {args.start_rounds} starts of each", "MB", 1e-6, memory)
     show(f"POST /tasks/{TASK}: {args.rounds} rounds x {args.per_block} requests per variant "
          "(Redis commands per request at the right)", "ms", 1e3, requests,
@@ -257,11 +313,14 @@ def run(args: argparse.Namespace, env: dict[str, str], work: Path, token: str,
     # The peer imports redis-py (about 6 MB here) at its first send, ours before it is ready.
     print("RSS after the requests: " + ", ".join(
         f"{name} {rss_bytes(server.process.pid) / 1e6:.2f} MB" for name, server in kept.items()))
-    value, low, high = ratio(cpu, "ours", "peer")
-    print(f"  server CPU per request: ours / peer: {value:.3f}x ({low:.3f}-{high:.3f})")
-    return [target("POST /tasks/{name} p50", requests, 1.05),
-            target("start to ready, p50", seconds, 1.10),
-            target("idle RSS right after start, p50", memory, 1.10)]
+    for name in ("before", "ours"):
+        if name in cpu:
+            value, low, high = ratio(cpu, name, "peer")
+            print(f"  server CPU per request: {name} / peer: {value:.3f}x ({low:.3f}-{high:.3f})")
+    return [*target("POST /tasks/{name} p50", requests, 1.05),
+            *target("start to ready, p50", seconds, 1.10),
+            *target("CPU to ready, p50 (the same target, less noisy)", figures["cpu"], 1.10),
+            *target("idle RSS right after start, p50", memory, 1.10)]
 
 
 if __name__ == "__main__":

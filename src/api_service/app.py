@@ -15,12 +15,12 @@ import re
 from typing import Annotated, Any
 
 from fastapi import Body, HTTPException
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi_offline import FastAPIOffline
 
 from celery import Celery
 from celery_config_sync.celery import attach
-from celery_config_sync.fastapi import AppliedConfig, TaskAccess, config_router, protect
+from celery_config_sync.fastapi import AppliedForTasks, TaskAccess, config_router, protect
 
 # Dotted names only, matched whole (a trailing newline is refused too).
 TASK_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+")
@@ -46,9 +46,10 @@ protect(app)
 # in the thread pool: a second hop per request (issue 20). One hop remains: the endpoint itself,
 # whose send_task blocks on Redis and must stay off the event loop (the probes answer there).
 # They come before the configuration router's routes: Starlette tries routes in order.
-@app.post("/tasks/{name}", status_code=202, dependencies=[TaskAccess], response_model=None)
-def enqueue(name: str, applied: AppliedConfig,
-            payload: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
+# AppliedForTasks: TaskAccess and AppliedConfig solved as one dependency (issue 20).
+@app.post("/tasks/{name}", status_code=202, response_model=None)
+def enqueue(name: str, applied: AppliedForTasks,
+            payload: Annotated[dict[str, Any] | None, Body()] = None) -> JSONResponse:
     """Send task ``name`` (a route for it must exist) with ``{"args": [...], "kwargs": {...}}``."""
     if len(name) > MAX_TASK_NAME or not TASK_NAME.fullmatch(name):
         raise HTTPException(422, f"invalid task name {name[:64]!r}")
@@ -65,8 +66,10 @@ def enqueue(name: str, applied: AppliedConfig,
     # when asked for (logging returns at its cached level check otherwise).
     log.debug("enqueued %s (%s) on queue %s by configuration version %d", name, result.id, queue,
               applied.loaded.version)
-    return {"id": result.id, "name": name, "queue": queue,
-            "config_version": applied.loaded.version}
+    # A response of our own: FastAPI passes it through, where it would walk a dict through
+    # jsonable_encoder on the event loop (values of known JSON types here: nothing to convert).
+    return JSONResponse({"id": result.id, "name": name, "queue": queue,
+                         "config_version": applied.loaded.version}, status_code=202)
 
 
 @app.get("/tasks/{task_id}", dependencies=[TaskAccess], response_model=None)

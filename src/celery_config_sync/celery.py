@@ -38,12 +38,12 @@ key prefix) stays the service's own: the shared settings never override it.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
 import click
 from celery.signals import import_modules, task_prerun, worker_process_init
-from celery.worker.control import Panel, inspect_command
 from click.core import ParameterSource
 
 from celery import Celery, bootsteps
@@ -294,7 +294,8 @@ def _switch_consumers(task_consumer: Any, old: Applied, new: Applied) -> None:
 class WorkerRole(bootsteps.Step):  # type: ignore[misc]
     """Worker bootstep (this app's blueprint only): the process is a worker. Runs when the
     worker is built, before its pool forks and its consumer waits for the broker, so that the
-    metrics answer from the start and the children inherit the shared slot."""
+    metrics answer from the start, the children inherit the shared slot and the remote-control
+    mailbox knows ``config_status``."""
 
     label = "celery-config-sync worker"
 
@@ -303,6 +304,7 @@ class WorkerRole(bootsteps.Step):  # type: ignore[misc]
         sync = attached(worker.app)
         if sync is None:
             return
+        _register_inspect_command()
         live = sync.begin("worker")
         _reapply_early_defaults(worker)
         sync.slot = SharedSlot()
@@ -365,8 +367,13 @@ def _config_status(state: Any, **_: Any) -> dict[str, Any]:
 
 
 def _register_inspect_command() -> None:
-    """Celery's control commands are one table per process (``Panel``): registered once, the
-    first time an app is attached (never at import), answering for the worker's own app."""
+    """Celery's control commands are one table per process (``Panel``): registered once, when
+    a worker is built (before its consumer starts the remote-control mailbox, whose handlers
+    are that table), answering for the worker's own app, or at :func:`attach` in a process of
+    Celery's command line. Only a worker answers control commands and only that command line
+    checks their names: an API or a beat never imports Celery's control panel (issue 20)."""
+    from celery.worker.control import Panel, inspect_command
+
     if "config_status" not in Panel.data:
         inspect_command(name="config_status")(_config_status)
 
@@ -403,7 +410,11 @@ def attach(app: Celery, *, env: Environment | None = None, log_setup: bool = Tru
                                 dispatch_uid=f"{uid}.child")
     app.steps["worker"].add(WorkerRole)
     app.steps["consumer"].add(LiveConsumers)
-    _register_inspect_command()
+    if "celery.worker.control" in sys.modules:
+        # Celery's command line (``celery inspect``, ``celery worker``) imported its control
+        # panel before loading the app: ``inspect`` checks a command's name against that table,
+        # so a client process must know ours too. Anywhere else, WorkerRole registers it.
+        _register_inspect_command()
     return sync
 
 

@@ -45,7 +45,8 @@ State: no module global. What one app serves lives in its lifespan state (FastAP
 two Celery apps in one process never see each other's. The attachment itself lives on the
 Celery app. Your endpoints reach it through the dependencies :data:`AppliedConfig` (what this
 process applies now: one immutable state, so a request routes and answers with one version)
-and :data:`ConfigStateDep`. A request before the lifespan ran (a server started with
+and :data:`ConfigStateDep`; an endpoint behind :data:`TaskAccess` takes :data:`AppliedForTasks`
+(both in one dependency). A request before the lifespan ran (a server started with
 ``--lifespan off``) is a 503.
 
 Routes (paths relative to the ``prefix`` you include the router with):
@@ -79,6 +80,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -88,8 +90,9 @@ import kombu.exceptions
 import redis
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.base import SecurityBase
 from starlette.concurrency import run_in_threadpool
 
 from celery import Celery
@@ -99,8 +102,7 @@ from .api_guard import log as api_log
 from .celery import ConfigSync, attach
 from .connection import make_client
 from .health_page import STATIC_FILES, static_file
-from .health_page.render import PAGE_HEADERS, render_live, render_page
-from .health_page.view import HealthSource, health_view, version_diff
+from .health_page.source import HealthSource
 from .live_config import Applied
 from .metrics import ServiceMetrics, broker_client
 from .startup_errors import OneLineStartupErrors
@@ -163,7 +165,7 @@ def config_lifespan(celery_app: Celery, *, service: str = "api") -> Lifespan:
         if started_here:
             # Redis with its retries, then the fallback files: blocking work, kept off the
             # event loop that the app's other lifespans may already use.
-            await run_in_threadpool(sync.start, service)
+            await in_a_passing_thread(lambda: sync.start(service))
         # After the load: the shared settings replace broker_transport_options whole.
         bound_redis_calls(celery_app, security.redis_timeout)
         try:
@@ -189,9 +191,24 @@ def config_lifespan(celery_app: Celery, *, service: str = "api") -> Lifespan:
                     metrics.broker.close()
         finally:
             if started_here:
-                await run_in_threadpool(sync.stop)  # the watcher's join, the record's delete
+                # The watcher's join, the record's delete.
+                await in_a_passing_thread(sync.stop)
 
     return lifespan
+
+
+async def in_a_passing_thread(work: Callable[[], T]) -> T:
+    """``work`` (blocking) in a thread of its own that ends with it: the lifespan's load and
+    stop. Not Starlette's run_in_threadpool: anyio's thread machinery (about 20 ms of imports)
+    is then loaded by the first request that needs it, not before the server is ready; and not
+    asyncio.to_thread: its executor's thread would stay, idle, beside anyio's (with the memory
+    arena of the load; the thread anyio starts later takes that arena over instead). Issue 20.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-config-sync")
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, work)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its work, now or once it is done
 
 
 def bound_redis_calls(celery_app: Celery, timeout: float) -> None:
@@ -256,45 +273,59 @@ def _refuse(request: Request, state: ConfigState, reason: str) -> HTTPException:
                          headers={"WWW-Authenticate": "Bearer"})
 
 
-# Declares the bearer scheme in the OpenAPI document, so that /docs offers "Authorize" for the
-# task endpoints; the check itself is task_access's (auto_error off: its own 401 and log line).
-BEARER = HTTPBearer(auto_error=False, scheme_name="api-token",
-                    description="The token of CELERY_CONFIG_API_TOKEN_FILE (make secrets)")
+class TaskGate(SecurityBase):
+    """The dependency of the endpoints that send tasks or read their results
+    (:data:`TaskAccess`): the bearer token of CELERY_CONFIG_API_TOKEN_FILE (401 without it or
+    with another; open when the variable is not set), for a request with a body (POST, PUT,
+    PATCH) ``Content-Type: application/json`` (415 otherwise: a form another site submits
+    cannot post), and one of the task slots (``broker_pool_limit`` at once; 503 with
+    ``Retry-After`` when none frees within the Redis deadline).
 
+    Why a security scheme of its own rather than a function depending on ``HTTPBearer``:
+    FastAPI declares a dependency that is a :class:`SecurityBase` in the OpenAPI document
+    (/docs then offers "Authorize" for these endpoints), and solves it as one dependency. The
+    sub-dependency ``HTTPBearer`` would parse the header a second time, for nothing: the check
+    is ours (its own 401 and log line). One dependency per task post instead of two (issue 20).
 
-async def task_access(request: Request,
-                      _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
-                      ) -> AsyncIterator[None]:
-    """Dependency of the endpoints that send tasks or read their results: the bearer token of
-    CELERY_CONFIG_API_TOKEN_FILE (401 without it or with another; open when the variable is not
-    set), for a request with a body (POST, PUT, PATCH) ``Content-Type: application/json``
-    (415 otherwise: a form another site submits cannot post), and one of the task slots
-    (``broker_pool_limit`` at once; 503 with ``Retry-After`` when none frees within the Redis
-    deadline)."""
-    state = await config_state(request)
-    if state.security.requires_token and not state.security.token_accepted(
-            request.headers.get("authorization")):
-        reason = "a missing" if "authorization" not in request.headers else "a wrong"
-        raise _refuse(request, state, f"{reason} bearer token")
-    if request.method in ("POST", "PUT", "PATCH"):
-        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if media_type != "application/json":
-            raise HTTPException(415, "the body must be application/json, not "
-                                     f"{excerpt(media_type or 'none', 40)}")
-    slots = state.task_slots
-    if slots.locked():
-        # wait_for runs the acquire as a task of its own: paid only when there is a wait.
+    What it yields is what the process applies now (as :data:`AppliedConfig`): an endpoint
+    that needs both takes :data:`AppliedForTasks`, one dependency where two would be solved.
+    """
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(
+            description="The token of CELERY_CONFIG_API_TOKEN_FILE (make secrets)")
+        self.scheme_name = "api-token"
+
+    async def __call__(self, request: Request) -> AsyncIterator[Applied]:
+        state = await config_state(request)
+        security = state.security
+        if security.requires_token and not security.token_accepted(
+                request.headers.get("authorization")):
+            reason = "a missing" if "authorization" not in request.headers else "a wrong"
+            raise _refuse(request, state, f"{reason} bearer token")
+        if request.method in ("POST", "PUT", "PATCH"):
+            media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if media_type != "application/json":
+                raise HTTPException(415, "the body must be application/json, not "
+                                         f"{excerpt(media_type or 'none', 40)}")
+        slots = state.task_slots
+        if slots.locked():
+            # wait_for runs the acquire as a task of its own: paid only when there is a wait.
+            try:
+                await asyncio.wait_for(slots.acquire(), security.redis_timeout)
+            except TimeoutError:
+                raise HTTPException(503, "every task slot is waiting for Redis, try again later",
+                                    headers={"Retry-After": security.retry_after}) from None
+        else:
+            await slots.acquire()  # a free slot: taken at once, no task, no timer
         try:
-            await asyncio.wait_for(slots.acquire(), state.security.redis_timeout)
-        except TimeoutError:
-            raise HTTPException(503, "every task slot is waiting for Redis, try again later",
-                                headers={"Retry-After": state.security.retry_after}) from None
-    else:
-        await slots.acquire()  # a free slot: taken at once, no task, no timer
-    try:
-        yield
-    finally:
-        slots.release()
+            yield state.current
+        finally:
+            slots.release()
+
+
+# The one gate of every app (its state is the request's: ConfigState), as a dependency.
+task_access = TaskGate()
 
 
 async def view_access(request: Request) -> None:
@@ -390,6 +421,8 @@ ConfigStateDep = Annotated[ConfigState, Depends(config_state)]
 TaskAccess = Depends(task_access)
 ViewAccess = Depends(view_access)
 AppliedConfig = Annotated[Applied, Depends(applied_config)]
+# TaskAccess and AppliedConfig in one dependency: ``def send(applied: AppliedForTasks)``.
+AppliedForTasks = Annotated[Applied, TaskAccess]
 Version = Annotated[int, Query(ge=1)]
 
 
@@ -454,6 +487,9 @@ def _probes_and_status(router: APIRouter) -> None:
 
 
 def _health_page(router: APIRouter) -> None:
+    """The page's routes. Each imports the view and the rendering when it first answers, not
+    when the server starts: a process that is never asked for its page (most of them) does not
+    load them, and a start is ready sooner (issue 20)."""
     @router.get("/health", include_in_schema=False, dependencies=[ViewAccess])
     async def health(request: Request, state: ConfigStateDep,
                      old: Annotated[int | None, Query(alias="from", ge=1)] = None,
@@ -461,6 +497,9 @@ def _health_page(router: APIRouter) -> None:
                      ) -> HTMLResponse:
         """The operator's page: published version, fleet and drift, queues, history, and the
         changes between two versions when ``from`` and ``to`` are given."""
+        from .health_page.render import PAGE_HEADERS, render_page
+        from .health_page.view import health_view, version_diff
+
         docs = _docs_link(request)
 
         def page() -> str:
@@ -473,12 +512,17 @@ def _health_page(router: APIRouter) -> None:
     @router.get("/health/live", include_in_schema=False, dependencies=[ViewAccess])
     async def health_live(state: ConfigStateDep) -> HTMLResponse:
         """The part of the page that its script refreshes every few seconds."""
+        from .health_page.render import PAGE_HEADERS, render_live
+        from .health_page.view import health_view
+
         fragment = await within_deadline(state, lambda: render_live(health_view(state.health)))
         return HTMLResponse(fragment, headers=PAGE_HEADERS)
 
     @router.get("/health.json", dependencies=[ViewAccess])
     async def health_json(state: ConfigStateDep) -> dict[str, Any]:
         """What the health page shows, as JSON: published version, fleet, queues, history."""
+        from .health_page.view import health_view
+
         return await within_deadline(state, lambda: health_view(state.health))
 
     @router.get("/health/diff.json", dependencies=[ViewAccess])
@@ -486,6 +530,8 @@ def _health_page(router: APIRouter) -> None:
                           new: Annotated[Version, Query(alias="to")]) -> dict[str, Any]:
         """The changes from one version of the history to another, each tagged live or
         restart."""
+        from .health_page.view import version_diff
+
         return await within_deadline(state, lambda: version_diff(state.health, old, new))
 
     for name, media_type in STATIC_FILES.items():
@@ -527,10 +573,12 @@ __all__ = [
     "STATE_KEY",
     "ApiSecurity",
     "AppliedConfig",
+    "AppliedForTasks",
     "ConfigState",
     "ConfigStateDep",
     "RequestGuard",
     "TaskAccess",
+    "TaskGate",
     "ViewAccess",
     "applied_config",
     "bound_redis_calls",

@@ -65,6 +65,16 @@ def test_task_endpoints_require_the_token_the_probes_and_views_do_not(api: Api) 
     # Probes and (by default) the read-only views: open.
     for path in ("/healthz", "/readyz", "/config", "/config/status", "/health.json", "/metrics"):
         assert httpx.get(api.url + path, timeout=10).status_code == 200, path
+    # The OpenAPI document declares the bearer scheme on the task endpoints (TaskGate is a
+    # security scheme): /docs offers "Authorize" for them, and for nothing else.
+    document = httpx.get(f"{api.url}/openapi.json", timeout=10).json()
+    assert document["components"]["securitySchemes"]["api-token"] == {
+        "type": "http", "scheme": "bearer",
+        "description": "The token of CELERY_CONFIG_API_TOKEN_FILE (make secrets)"}
+    secured = {(path, method) for path, operations in document["paths"].items()
+               for method, operation in operations.items() if "security" in operation}
+    assert secured == {("/tasks/{name}", "post"), ("/tasks/{task_id}", "get")}
+    assert document["paths"]["/tasks/{name}"]["post"]["security"] == [{"api-token": []}]
     # Seven refusals from one address: one log line (bounded rate), no token in it.
     refused = api.lines("refused .* from 127.0.0.1")
     assert len(refused) == 1, refused

@@ -114,6 +114,39 @@ def test_a_published_version_counts_one_apply_and_its_latency(
     assert value(samples, "celery_config_restart_required_total") == 0
 
 
+class AfterMetrics:
+    """An observer told after the metrics (observers are told in order): what it has seen, the
+    metrics have counted."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def applied(self, new: object, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+    def rejected(self, version: int | None, problem: str) -> None:
+        pass
+
+
+def test_what_happened_before_the_first_scrape_is_counted(
+        watched: ServiceMetrics, redis_client: redis.Redis) -> None:
+    """The registry is built at the first scrape (prometheus_client is imported then, not
+    before a server is ready): a version applied before it is in its counters, and the
+    counters' _created is when the metrics were made, not the first scrape."""
+    after = AfterMetrics()
+    watched.live.observers.append(after)
+    before_publish = time.time()
+    publish(redis_client, NS, V2, source="v2")
+    wait_for(lambda: after.seconds, 60, "version 2 applied")
+    samples = scrape(watched)  # the first one
+    assert value(samples, "celery_config_applies_total") == 1
+    assert value(samples, "celery_config_reload_seconds_count") == 1
+    assert value(samples, "celery_config_reload_seconds_sum") == pytest.approx(after.seconds[0])
+    assert value(samples, "celery_config_restart_required_total") == 0
+    created = value(samples, "celery_config_applies_created")
+    assert created is not None and created <= before_publish, (created, before_publish)
+
+
 def test_a_rejected_version_counts_once_and_shows_as_drift(
         watched: ServiceMetrics, redis_client: redis.Redis) -> None:
     # Version 2 written straight into Redis with a valid sha256: a route to an undeclared queue.

@@ -14,7 +14,8 @@ import yaml
 
 from celery_config_sync.environment import Environment
 from celery_config_sync.live_config import LiveConfig
-from celery_config_sync.metrics import PREFIX, STATE, ServiceMetrics
+from celery_config_sync.metrics import PREFIX, ServiceMetrics
+from celery_config_sync.metrics_exposition import STATE
 from tests.conftest import ROOT, require
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -21,38 +20,10 @@ from ..codec import ConfigDocument
 from ..diffing import diff
 from ..errors import CeleryConfigError, NotPublished
 from ..history import list_history, read_version
-from ..live_config import LiveConfig
 from ..live_settings import describe, label
-from ..loader import RedisReader
 from ..queue_depth import priority_steps, queue_depths
 from ..status_report import status_report
-
-
-@dataclass(frozen=True)
-class HealthSource:
-    """The page's own reader (its decode memo apart from the watcher's) on ``client`` (by
-    default the service's configuration client; the API gives it one with its deadline as
-    socket timeout), and the broker's client the metrics already hold (the queues live in the
-    broker's Redis, which may be another one)."""
-
-    live: LiveConfig
-    reader: RedisReader
-    broker: redis.Redis | None  # None: a broker that is not Redis, no depth to show
-
-    @classmethod
-    def of(cls, live: LiveConfig, broker: redis.Redis | None,
-           client: redis.Redis | None = None) -> HealthSource:
-        reader = RedisReader(client or live.reader.client, live.env.namespace,
-                             allow=live.env.allow_unsafe)
-        return cls(live, reader, broker)
-
-    @property
-    def client(self) -> redis.Redis:
-        return self.reader.client
-
-    @property
-    def namespace(self) -> str:
-        return self.reader.namespace
+from .source import HealthSource
 
 
 def health_view(source: HealthSource) -> dict[str, Any]:
