@@ -14,8 +14,6 @@ from celery import Celery
 from .connection import make_client
 from .environment import Environment
 from .loader import LoadedConfig, load_config
-from .publishing import publish
-from .source import load_source
 
 log = logging.getLogger("celery_config_sync.celery_app")
 
@@ -59,6 +57,11 @@ def enable_publish_on_start(env: Environment) -> None:
     """Seed-compatible mode: the worker publishes its source when it starts."""
 
     def _publish(**_: Any) -> None:
+        # The publishing side, imported here: only this opt-in mode of a worker needs it, and
+        # every other service (an API, a beat, a worker without it) loads only.
+        from .publishing import publish
+        from .source import load_source
+
         try:
             publish(make_client(env.redis_url), env.namespace,
                     load_source(env.source, env.overlay, allow=env.allow_unsafe), source=env.source,

@@ -6,7 +6,10 @@ this test fails until the contract names it."""
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import subprocess
+import sys
 import tomllib
 from fnmatch import fnmatch
 from importlib.resources import files
@@ -52,3 +55,17 @@ def test_the_health_page_files_are_package_data_of_the_library() -> None:
     assert all(any(fnmatch(path, pattern) for pattern in globs) for path in shipped)
     service = tomllib.loads((ROOT / "services" / "api" / "pyproject.toml").read_text())
     assert "package-data" not in service["tool"]["setuptools"]  # nothing left in api_service
+
+
+def test_services_that_only_load_never_import_the_publishing_side() -> None:
+    """The package root gives ``publish`` and ``load_source`` at first use (PEP 562), and only
+    a worker's opt-in publish-on-start imports them: the demo's API, worker and beat start
+    without the publishing modules (issue 20: start-up and memory)."""
+    publishing = {"celery_config_sync.publishing", "celery_config_sync.source",
+                  "celery_config_sync.celery_forms"}
+    code = ("import sys, api_service.app, worker_service.app, celery_config_sync.beat; "
+            f"print(sorted(set(sys.modules) & {publishing!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "CELERY_CONFIG_LIVE_RELOAD": "false"})
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert celery_config_sync.publish.__module__ == "celery_config_sync.publishing"
