@@ -6,11 +6,20 @@ the e2e tier (tests/e2e/test_hostile_clients.py, the compose stack)."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+from tests.conftest import require
+
+# Debian's chromium, driven by Playwright (never `playwright install`: no download).
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 # What a browser sends without a preflight: a form in each of the three encodings a form may
 # use (one page each), and two no-cors fetches (text/plain, and no body at all).
@@ -58,3 +67,33 @@ def other_origin(pages: dict[str, str]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def visit_hostile_pages(api: str, task: str,
+                        after_each: Callable[[], None] = lambda: None) -> list[tuple[str, int]]:
+    """Serve :func:`hostile_pages` for ``api`` on another origin and open each in headless
+    chromium, giving its posts 1.5 s, then ``after_each()``: the (method, status) of every
+    answer from ``/tasks/`` the browser saw (a no-cors answer it cannot read is not among them;
+    the API's own log tells what reached it)."""
+    require(shutil.which(CHROMIUM) is not None or Path(CHROMIUM).is_file(),
+            f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)")
+    require(importlib.util.find_spec("playwright") is not None, "playwright is not installed")
+    from playwright import sync_api
+
+    pages = hostile_pages(api, task)
+    answers: list[tuple[str, int]] = []
+    with other_origin(pages) as site, sync_api.sync_playwright() as playwright:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            for path in pages:
+                page = browser.new_page()
+                page.on("response", lambda response: "/tasks/" in response.url
+                        and answers.append((response.request.method, response.status)))
+                page.goto(f"{site}{path}")
+                page.wait_for_timeout(1500)
+                after_each()
+                page.close()
+        finally:
+            browser.close()
+    return answers
