@@ -69,8 +69,10 @@ def deploy_timed(cluster: Cluster, name: str, workers: int) -> tuple[float, ...]
         for predicate, what in ((lambda: all(api.readyz(timeout=2) for api in apis), "APIs"),
                                 (fleet_in_sync, "the fleet in sync"),
                                 (swarm_running, "every task running")):
-            wait_until(predicate, 300, f"{what} (last status: {last})\n{stack.logs()}",
-                       interval=0.1)
+            def failed(what: str = what) -> str:  # lazily: `docker stack ps` would count
+                return f"{what} (last status: {last})\n{stack.logs()}"
+
+            wait_until(predicate, 300, failed, interval=0.1)
             marks.append(time.monotonic() - started)
     finally:
         removed = stack.remove()

@@ -67,7 +67,8 @@ class ApiEndpoint:
     def wait_ready(self, timeout: float) -> dict[str, Any]:
         """/readyz's body once it says ready."""
         found: dict[str, Any] = wait_for(self.readyz, timeout,
-                                         f"{self.url}/readyz\n{self.context()}", interval=0.1)
+                                         lambda: f"{self.url}/readyz\n{self.context()}",
+                                         interval=0.1)
         return found
 
     def enqueue(self, task: str, expect: int = 202, **body: Any) -> dict[str, Any]:
@@ -95,6 +96,6 @@ class ApiEndpoint:
             return last if last.get("state") in ("SUCCESS", "FAILURE") else None
 
         found: dict[str, Any] = wait_for(
-            done, timeout, f"task {task_id} to finish (last: {last})\n{self.context()}",
+            done, timeout, lambda: f"task {task_id} to finish (last: {last})\n{self.context()}",
             interval=0.05)
         return found

@@ -211,7 +211,7 @@ class Stack(Deployment):
                      timeout=timeout + 30)
         left = max(10.0, timeout - (time.monotonic() - started))
         wait_until(lambda: " ready." in self.logs("worker"), left,
-                   f"the worker's ready line\n{self.logs()}")
+                   lambda: f"the worker's ready line\n{self.logs()}")
 
     def down(self) -> None:
         self.compose("down", "--volumes", "--remove-orphans", "--timeout", "10", timeout=120,

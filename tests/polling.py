@@ -10,16 +10,19 @@ from functools import partial
 from typing import Any
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str],
              interval: float = 0.02) -> Any:
-    """The predicate's first true value; AssertionError naming ``what`` after ``timeout`` s."""
+    """The predicate's first true value; AssertionError naming ``what`` after ``timeout`` s.
+    ``what`` may be a function, called only then: diagnostics such as a stack's logs cost
+    docker commands, which are worth running when the wait failed, not before it began."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {said}")
         time.sleep(interval)
 
 

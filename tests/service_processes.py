@@ -83,7 +83,7 @@ def spawn(name: str, argv: list[str], redis_url: str, workdir: Path, cwd: Path,
 def started(service: Service, line: str, what: str) -> Service:
     """``service`` once its log shows ``line`` (it must still run)."""
     wait_for(lambda: line in service.log() or service.process.poll() is not None, 60,
-             f"{what}\n{service.log()[-3000:]}", interval=0.1)
+             lambda: f"{what}\n{service.log()[-3000:]}", interval=0.1)
     assert service.process.poll() is None, service.log()[-3000:]
     return service
 
@@ -149,7 +149,7 @@ def start_api(redis_url: str, workdir: Path, *, name: str = "api",
         except httpx.HTTPError:
             return False
 
-    wait_for(ready, 60, f"the API's /readyz\n{api.log()[-3000:]}", interval=0.1)
+    wait_for(ready, 60, lambda: f"the API's /readyz\n{api.log()[-3000:]}", interval=0.1)
     return api
 
 

@@ -285,11 +285,18 @@ class SwarmStack(Deployment):
         assert result.returncode == 0, (result.stdout, result.stderr)
 
     def logs(self, service: str | None = None, *, timestamps: bool = False) -> str:
-        """One service's log (every task's, every node's), or where every task stands."""
+        """One service's log (every task's, every node's), or where every task stands. A
+        diagnostic: `docker service logs` can hang on a task whose node lost it (a replica
+        just killed), so what it gave within 30 s is returned, never an exception."""
         if service is None:
-            result = docker("stack", "ps", "--no-trunc", self.project, check=False)
+            command = ["stack", "ps", "--no-trunc", self.project]
         else:
-            result = docker("service", "logs", "--raw", self.service(service), check=False)
+            command = ["service", "logs", "--raw", "--tail", "200", self.service(service)]
+        try:
+            result = docker(*command, check=False, timeout=30)
+        except subprocess.TimeoutExpired as late:
+            return (_text(late.stdout) + _text(late.stderr))[-8000:] + \
+                f"\n(docker {' '.join(command)}: no end after 30 s)"
         return (result.stdout + result.stderr)[-8000:]
 
     def tasks(self, name: str) -> list[dict[str, Any]]:
@@ -406,3 +413,10 @@ class SwarmStack(Deployment):
             if volumes:
                 node.docker("volume", "rm", *volumes)
         return took
+
+
+def _text(output: bytes | str | None) -> str:
+    """What a timed-out subprocess had written (bytes, even when run with text=True)."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""

@@ -98,7 +98,7 @@ def identity(stack: Stack) -> tuple[str, str, int]:
 def test_the_published_schedule_is_sent_by_beat_and_run_by_the_worker(stack: Stack) -> None:
     started = parse_docker_time(stack.inspect("beat")["State"]["StartedAt"])
     wait_until(lambda: executed(stack, "from beat"), 90,
-               f"the worker running beat's demo.echo\n{stack.logs('beat')[-3000:]}\n"
+               lambda: f"the worker running beat's demo.echo\n{stack.logs('beat')[-3000:]}\n"
                f"{stack.logs('worker')[-3000:]}")
     ran_at, line = executed(stack, "from beat")[0]
     assert "'config_source': 'redis'" in line, line
@@ -152,7 +152,7 @@ def test_an_added_entry_is_followed_live_then_a_removed_one(stack: Stack,
     assert published["change"]["kind"] == "live", published
     applied_at = time.monotonic()
     wait_until(lambda: executed(stack, "added live"), 60,
-               f"the worker running the entry added live\n{stack.logs('beat')[-3000:]}")
+               lambda: f"the worker running the entry added live\n{stack.logs('beat')[-3000:]}")
     measured(f"beat: an entry added live (every 5 s) first run by the worker "
              f"{time.monotonic() - applied_at:.1f} s after the seeder exited")
     wait_until(lambda: len(sent(stack, ADDED_ENTRY)) >= 3, 60, "the added entry, 3 times")
@@ -180,7 +180,7 @@ def test_an_added_entry_is_followed_live_then_a_removed_one(stack: Stack,
     assert again["version"] == 3, again
     marker = f"beat schedule applied live: 1 entries (added none, removed {ADDED_ENTRY})"
     wait_until(lambda: lines_at(stack, "beat", re.escape(marker)), 60,
-               f"beat applying the removal\n{stack.logs('beat')[-3000:]}")
+               lambda: f"beat applying the removal\n{stack.logs('beat')[-3000:]}")
     ((_, line),) = lines_at(stack, "beat", re.escape(marker))
     removed_at = own_time(line)
     time.sleep(12)  # more than two of its intervals

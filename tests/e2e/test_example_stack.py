@@ -80,7 +80,8 @@ def finished(stack: Stack, task_id: str, timeout: float = 90) -> dict[str, Any]:
         last.update(response.json())
         return last.get("state") in ("SUCCESS", "FAILURE")
 
-    wait_until(done, timeout, f"task {task_id} (last {last})\n{stack.logs()}", interval=0.2)
+    wait_until(done, timeout, lambda: f"task {task_id} (last {last})\n{stack.logs()}",
+               interval=0.2)
     return last
 
 
@@ -180,7 +181,7 @@ def test_a_routed_queue_no_worker_consumes_is_shown_then_cleared(stack: Stack) -
             code, report = fleet_status(stack)
             return code == 1 and report["unconsumed_queues"] == ["invoices"]
 
-        wait_until(flagged, 90, f"status naming invoices\n{stack.logs()}", interval=1)
+        wait_until(flagged, 90, lambda: f"status naming invoices\n{stack.logs()}", interval=1)
         body = httpx.get(f"{stack.url}/readyz", timeout=10).json()
         wait_until(lambda: httpx.get(f"{stack.url}/readyz", timeout=10).json().get(
             "unconsumed_queues") == ["invoices"], 30, f"/readyz naming invoices ({body})")

@@ -172,7 +172,7 @@ def ready_on(stack: SwarmStack, cluster: Cluster, timeout: float) -> dict[str, d
                 found[node.hostname] = body
         return len(found) == len(cluster.nodes)
 
-    wait_until(every_node, timeout, f"the API ready on every node (so far {found})\n"
+    wait_until(every_node, timeout, lambda: f"the API ready on every node (so far {found})\n"
                f"{stack.logs()}\n{stack.logs('api')}", interval=0.3)
     return found
 
@@ -444,8 +444,9 @@ def test_with_redis_down_replicas_start_on_their_fallbacks_then_catch_up(
         (victim,) = [c for c, n in swarm.running("api").items() if n == second.hostname]
         swarm.kill("api", victim)
         wait_until(lambda: (swarm.on(second).readyz(timeout=2) or {}).get("source")
-                   == "last-known-good", 120, f"the new API replica on last-known-good\n"
-                   f"{swarm.logs('api')}", interval=0.5)
+                   == "last-known-good", 120,
+                   lambda: f"the new API replica on last-known-good\n{swarm.logs('api')}",
+                   interval=0.5)
         body = swarm.on(second).readyz()
         assert body is not None and body["version"] == 2, body
 
@@ -463,15 +464,16 @@ def test_with_redis_down_replicas_start_on_their_fallbacks_then_catch_up(
                     replacement[container] = node.hostname
             return bool(replacement)
 
-        wait_until(replaced, 120, f"a worker replica on last-known-good\n{swarm.logs('worker')}")
+        wait_until(replaced, 120,
+                   lambda: f"a worker replica on last-known-good\n{swarm.logs('worker')}")
 
         docker("service", "update", "--detach", "--mount-rm", "/var/lib/celery-config",
                "--mount-add", "type=tmpfs,destination=/var/lib/celery-config",
                swarm.service("api"), timeout=120)
         for node in cluster.nodes:
             wait_until(lambda node=node: (swarm.on(node).readyz(timeout=2) or {}).get("source")
-                       == "snapshot", 180, f"the API on {node.hostname} on the snapshot\n"
-                       f"{swarm.logs('api')}", interval=0.5)
+                       == "snapshot", 180, lambda node=node: f"the API on {node.hostname} "
+                       f"on the snapshot\n{swarm.logs('api')}", interval=0.5)
     finally:
         docker("service", "scale", "--detach", f"{swarm.service('redis')}=1")
     started = time.monotonic()
