@@ -309,15 +309,7 @@ class TaskGate(SecurityBase):
                 raise HTTPException(415, "the body must be application/json, not "
                                          f"{excerpt(media_type or 'none', 40)}")
         slots = state.task_slots
-        if slots.locked():
-            # wait_for runs the acquire as a task of its own: paid only when there is a wait.
-            try:
-                await asyncio.wait_for(slots.acquire(), security.redis_timeout)
-            except TimeoutError:
-                raise HTTPException(503, "every task slot is waiting for Redis, try again later",
-                                    headers={"Retry-After": security.retry_after}) from None
-        else:
-            await slots.acquire()  # a free slot: taken at once, no task, no timer
+        await _take_slot(slots, security, "every task slot is waiting for Redis")
         try:
             yield state.current
         finally:
@@ -343,13 +335,10 @@ async def within_deadline(state: ConfigState, work: Callable[[], T]) -> T:
     else a 503 with ``Retry-After``. A thread cannot be stopped: one the deadline left behind
     ends by its client's socket timeouts and holds its slot until then, so that a slow Redis
     never holds more than ``view_slots`` of the server's threads for the views."""
-    timeout = state.security.redis_timeout
+    security = state.security
     loop = asyncio.get_running_loop()
-    ends = loop.time() + timeout
-    try:
-        await asyncio.wait_for(state.view_slots.acquire(), timeout)
-    except TimeoutError:
-        raise _redis_too_slow(state) from None
+    ends = loop.time() + security.redis_timeout
+    await _take_slot(state.view_slots, security, _too_slow(security))
     running = asyncio.ensure_future(run_in_threadpool(work))
 
     def finished(done: asyncio.Future[T]) -> None:
@@ -361,13 +350,29 @@ async def within_deadline(state: ConfigState, work: Callable[[], T]) -> T:
     try:
         return await asyncio.wait_for(asyncio.shield(running), max(0.0, ends - loop.time()))
     except TimeoutError:
-        raise _redis_too_slow(state) from None
+        raise _try_again_later(security, _too_slow(security)) from None
 
 
-def _redis_too_slow(state: ConfigState) -> HTTPException:
-    return HTTPException(503, f"Redis did not answer within {state.security.redis_timeout:g} "
-                              "s, try again later",
-                         headers={"Retry-After": state.security.retry_after})
+async def _take_slot(slots: asyncio.Semaphore, security: ApiSecurity, busy: str) -> None:
+    """One of ``slots``, waited for at most one Redis deadline (CELERY_CONFIG_API_REDIS_TIMEOUT),
+    else a 503 with ``Retry-After`` saying ``busy``. The slots' holders are waiting for Redis:
+    a slow Redis must not queue requests behind them without bound."""
+    if not slots.locked():
+        await slots.acquire()  # a free slot: taken at once, no task, no timer
+        return
+    try:  # wait_for runs the acquire as a task of its own: paid only when there is a wait
+        await asyncio.wait_for(slots.acquire(), security.redis_timeout)
+    except TimeoutError:
+        raise _try_again_later(security, busy) from None
+
+
+def _too_slow(security: ApiSecurity) -> str:
+    return f"Redis did not answer within {security.redis_timeout:g} s"
+
+
+def _try_again_later(security: ApiSecurity, what: str) -> HTTPException:
+    return HTTPException(503, f"{what}, try again later",
+                         headers={"Retry-After": security.retry_after})
 
 
 def protect(app: FastAPI, security: ApiSecurity | None = None) -> None:
